@@ -1,0 +1,6 @@
+"""Data layer: the dataset type, readers addressed by spec strings, transforms and splits."""
+
+from recstack.data.dataset import TEST, TRAIN, VALID, FeatureTable, Interactions, Vocab, from_raw
+from recstack.data.errors import DataError
+
+__all__ = ["Interactions", "Vocab", "FeatureTable", "from_raw", "DataError", "TRAIN", "VALID", "TEST"]

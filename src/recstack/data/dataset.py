@@ -1,0 +1,258 @@
+"""The one dataset type: interactions as columnar arrays, id vocabularies, feature tables.
+
+Everything downstream (splits, models, evaluation) reads these arrays; nothing here loops over
+rows in Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from recstack.data.errors import DataError
+
+# Fold codes used by `Interactions.fold` for predefined splits.
+TRAIN, VALID, TEST = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Maps raw ids (ints or strings) to contiguous indices 0..n-1 and back, exactly.
+
+    `raw[i]` is the raw id of index `i`; raw ids are kept sorted so encoding is a binary search.
+    """
+
+    raw: np.ndarray
+    name: str = "id"
+
+    @classmethod
+    def fit(cls, values: np.ndarray | pl.Series, name: str = "id") -> Vocab:
+        s = values if isinstance(values, pl.Series) else pl.Series(values)
+        uniq = s.unique().sort()
+        if uniq.null_count():
+            raise DataError(f"{name}: missing (null) ids are not allowed")
+        return cls(raw=uniq.to_numpy(), name=name)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def encode(self, values: np.ndarray | pl.Series, strict: bool = True) -> np.ndarray:
+        """Raw ids -> indices (int64). Unknown ids raise, or become -1 when `strict=False`."""
+        v = values.to_numpy() if isinstance(values, pl.Series) else np.asarray(values)
+        if v.dtype.kind in "OUS" or self.raw.dtype.kind in "OUS":
+            v = v.astype(str)
+            raw = self.raw.astype(str)
+        else:
+            raw = self.raw
+        pos = np.searchsorted(raw, v)
+        pos_c = np.minimum(pos, len(raw) - 1) if len(raw) else pos
+        ok = (pos < len(raw)) & (raw[pos_c] == v) if len(raw) else np.zeros(len(v), bool)
+        if not ok.all():
+            if strict:
+                bad = v[~ok][:5]
+                raise DataError(f"{self.name}: {int((~ok).sum())} unknown ids, e.g. {list(bad)}")
+            pos = np.where(ok, pos, -1)
+        return pos.astype(np.int64)
+
+    def decode(self, idx: np.ndarray | int) -> np.ndarray:
+        """Indices -> raw ids."""
+        return self.raw[np.asarray(idx)]
+
+
+@dataclass
+class FeatureTable:
+    """Side features aligned to entity index (row i describes user/item i).
+
+    - categorical: name -> (codes int64 [n], vocabulary of raw values); code -1 = missing
+    - multihot: name -> (offsets int64 [n+1], values int64 [nnz], vocabulary)
+    - numeric: name -> float32 [n] (NaN = missing)
+    - text: name -> object array of str [n]
+    """
+
+    n: int
+    categorical: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    multihot: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    numeric: dict[str, np.ndarray] = field(default_factory=dict)
+    text: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        return [*self.categorical, *self.multihot, *self.numeric, *self.text]
+
+    def take(self, idx: np.ndarray) -> FeatureTable:
+        """Rows `idx` (e.g. after re-indexing entities) as a new table."""
+        idx = np.asarray(idx, dtype=np.int64)
+        mh = {}
+        for k, (off, val, voc) in self.multihot.items():
+            lens = off[1:] - off[:-1]
+            new_lens = lens[idx]
+            new_off = np.zeros(len(idx) + 1, np.int64)
+            np.cumsum(new_lens, out=new_off[1:])
+            # vectorised gather of variable-length rows
+            starts = np.repeat(off[idx], new_lens)
+            within = np.arange(new_off[-1]) - np.repeat(new_off[:-1], new_lens)
+            mh[k] = (new_off, val[starts + within], voc)
+        return FeatureTable(
+            n=len(idx),
+            categorical={k: (c[idx], v) for k, (c, v) in self.categorical.items()},
+            multihot=mh,
+            numeric={k: a[idx] for k, a in self.numeric.items()},
+            text={k: a[idx] for k, a in self.text.items()},
+        )
+
+
+@dataclass
+class Interactions:
+    """A user-item interaction log with encoded ids.
+
+    Arrays are aligned (one entry per interaction). `user`/`item` are indices into
+    `user_vocab`/`item_vocab`. `timestamp` orders events (for s3rec-style files it is the
+    position in the user's sequence). `fold` marks a predefined split (TRAIN/VALID/TEST).
+    `log` records what transforms did (rows filtered, duplicates merged, ...).
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    user_vocab: Vocab
+    item_vocab: Vocab
+    rating: np.ndarray | None = None
+    timestamp: np.ndarray | None = None
+    weight: np.ndarray | None = None
+    fold: np.ndarray | None = None
+    user_features: FeatureTable | None = None
+    item_features: FeatureTable | None = None
+    name: str = "data"
+    fmt: str = "csv"
+    log: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.user)
+        for col in ("item", "rating", "timestamp", "weight", "fold"):
+            a = getattr(self, col)
+            if a is not None and len(a) != n:
+                raise DataError(f"{self.name}: column '{col}' has {len(a)} rows, 'user' has {n}")
+
+    # ---- sizes -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_vocab)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_vocab)
+
+    # ---- row selection -----------------------------------------------------------------------
+    def columns(self) -> dict[str, np.ndarray]:
+        cols = {"user": self.user, "item": self.item}
+        for c in ("rating", "timestamp", "weight", "fold"):
+            a = getattr(self, c)
+            if a is not None:
+                cols[c] = a
+        return cols
+
+    def subset(self, rows: np.ndarray) -> Interactions:
+        """Rows selected by a boolean mask or index array; vocabularies are kept as they are."""
+        cols = {k: v[rows] for k, v in self.columns().items()}
+        return replace(self, **cols, log=list(self.log))
+
+    def to_polars(self) -> pl.DataFrame:
+        return pl.DataFrame(self.columns())
+
+    # ---- matrix views ------------------------------------------------------------------------
+    def csr(self, binary: bool = True, dtype=np.float32) -> sp.csr_matrix:
+        """users x items sparse matrix (duplicates summed, or clipped to 1 when `binary`)."""
+        vals = np.ones(len(self), dtype) if binary or self.weight is None else self.weight.astype(dtype)
+        m = sp.csr_matrix((vals, (self.user, self.item)), shape=(self.n_users, self.n_items))
+        m.sum_duplicates()
+        if binary:
+            m.data[:] = 1
+        return m
+
+    def item_counts(self) -> np.ndarray:
+        return np.bincount(self.item, minlength=self.n_items)
+
+    def user_counts(self) -> np.ndarray:
+        return np.bincount(self.user, minlength=self.n_users)
+
+    def describe(self) -> dict:
+        """Summary statistics, as printed by `recstack data info`."""
+        n = len(self)
+        out = {
+            "name": self.name,
+            "format": self.fmt,
+            "interactions": n,
+            "users": self.n_users,
+            "items": self.n_items,
+            "density": n / max(1, self.n_users * self.n_items),
+            "has_rating": self.rating is not None,
+            "has_timestamp": self.timestamp is not None,
+            "predefined_split": self.fold is not None,
+            "user_features": self.user_features.names() if self.user_features else [],
+            "item_features": self.item_features.names() if self.item_features else [],
+        }
+        if n:
+            uc, ic = self.user_counts(), self.item_counts()
+            out["interactions_per_user"] = {"min": int(uc.min()), "median": float(np.median(uc)), "max": int(uc.max())}
+            out["interactions_per_item"] = {"min": int(ic.min()), "median": float(np.median(ic)), "max": int(ic.max())}
+        return out
+
+    # ---- re-indexing -------------------------------------------------------------------------
+    def compact(self) -> Interactions:
+        """Drop users/items with no interactions left, re-index contiguously, keep features aligned."""
+        ukeep = np.flatnonzero(self.user_counts() > 0)
+        ikeep = np.flatnonzero(self.item_counts() > 0)
+        if len(ukeep) == self.n_users and len(ikeep) == self.n_items:
+            return self
+        umap = np.full(self.n_users, -1, np.int64)
+        umap[ukeep] = np.arange(len(ukeep))
+        imap = np.full(self.n_items, -1, np.int64)
+        imap[ikeep] = np.arange(len(ikeep))
+        return replace(
+            self,
+            user=umap[self.user],
+            item=imap[self.item],
+            user_vocab=Vocab(self.user_vocab.raw[ukeep], self.user_vocab.name),
+            item_vocab=Vocab(self.item_vocab.raw[ikeep], self.item_vocab.name),
+            user_features=self.user_features.take(ukeep) if self.user_features else None,
+            item_features=self.item_features.take(ikeep) if self.item_features else None,
+            log=list(self.log),
+        )
+
+
+def from_raw(
+    users: np.ndarray | pl.Series,
+    items: np.ndarray | pl.Series,
+    *,
+    rating=None,
+    timestamp=None,
+    weight=None,
+    fold=None,
+    name: str = "data",
+    fmt: str = "csv",
+) -> Interactions:
+    """Build an `Interactions` from raw id columns, fitting both vocabularies."""
+    uv = Vocab.fit(users, "user_id")
+    iv = Vocab.fit(items, "item_id")
+
+    def arr(x, dtype):
+        if x is None:
+            return None
+        return (x.to_numpy() if isinstance(x, pl.Series) else np.asarray(x)).astype(dtype, copy=False)
+
+    return Interactions(
+        user=uv.encode(users),
+        item=iv.encode(items),
+        user_vocab=uv,
+        item_vocab=iv,
+        rating=arr(rating, np.float32),
+        timestamp=arr(timestamp, np.int64) if timestamp is not None and np.asarray(timestamp).dtype.kind in "iu" else arr(timestamp, np.float64),
+        weight=arr(weight, np.float32),
+        fold=arr(fold, np.int8),
+        name=name,
+        fmt=fmt,
+    )

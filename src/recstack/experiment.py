@@ -1,0 +1,175 @@
+"""One experiment: load data, split it by the data set's standard protocol, fit, evaluate.
+
+This is what `recstack train` runs; its result is a plain dict (the CLI prints it as JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recstack.data.dataset import Interactions
+from recstack.data.readers import load
+from recstack.data.transforms import Split, split, to_implicit
+from recstack.evaluation import evaluate_ranking
+from recstack.models.base import Recommender, get_model_class, resolve_device
+from recstack.progress import step
+
+
+@dataclass
+class Protocol:
+    """How a data set is split and evaluated."""
+
+    split: str  # loo | temporal | ratio | given
+    exclude_seen: bool  # mask the user's known items when ranking
+    description: str
+
+
+def standard_protocol(data: Interactions, split_override: str | None = None) -> Protocol:
+    """The protocol the literature uses for this data set's format (see shared data README).
+
+    - lightgcn (Gowalla & co.): the given split; rank all items but the user's train items.
+    - s3rec / sasrec: leave-one-out in sequence order; rank ALL items, excluding nothing
+      (the S3-Rec / SASRec convention, so a re-consumed item can be a hit).
+    - anything else: leave-one-out by timestamp; rank all items but the user's known ones.
+    """
+    if data.fmt == "lightgcn":
+        proto = Protocol("given", True, "given split, full ranking, train items excluded")
+    elif data.fmt in ("s3rec", "sasrec"):
+        proto = Protocol("loo", False, "leave-one-out, full ranking, nothing excluded")
+    elif data.timestamp is not None:
+        proto = Protocol("loo", True, "leave-one-out by time, full ranking, known items excluded")
+    else:
+        proto = Protocol("ratio", True, "per-user random 80/10/10, full ranking, known items excluded")
+    if split_override and split_override != proto.split:
+        proto = Protocol(split_override, proto.exclude_seen,
+                         f"{split_override} split, full ranking, "
+                         f"{'known items excluded' if proto.exclude_seen else 'nothing excluded'}")
+    return proto
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything `recstack train` needs; CLI flags map one-to-one onto these fields."""
+
+    model: str
+    data: str
+    split: str | None = None
+    device: str = "auto"
+    params: dict[str, Any] = field(default_factory=dict)
+    ks: tuple[int, ...] = (5, 10, 20)
+    exclude_seen: bool | None = None  # None = the protocol's default
+    implicit_threshold: float | None = None
+    seed: int = 0
+    out: str | None = None
+
+
+def prepare(cfg: ExperimentConfig) -> tuple[Interactions, Split, Protocol]:
+    """Load and split the data as the config says."""
+    with step(f"loading {cfg.data}") as s:
+        data = load(cfg.data)
+        s["done"] = f"loaded {data.name}: {len(data):,} interactions, {data.n_users:,} users, {data.n_items:,} items"
+    if cfg.implicit_threshold is not None:
+        data = to_implicit(data, cfg.implicit_threshold)
+    proto = standard_protocol(data, cfg.split)
+    with step(f"splitting ({proto.split})"):
+        kw = {"seed": cfg.seed} if proto.split == "ratio" else {}
+        sp = split(data, proto.split, **kw)
+    if cfg.exclude_seen is not None:
+        proto.exclude_seen = cfg.exclude_seen
+    return data, sp, proto
+
+
+def build_model(cfg: ExperimentConfig) -> Recommender:
+    cls = get_model_class(cfg.model)
+    return cls(device=cfg.device, **cfg.params)
+
+
+def evaluate(model: Recommender, sp: Split, proto: Protocol, ks=(5, 10, 20), progress: bool = True,
+             return_topk: bool = False):
+    """Full-ranking evaluation of `model` on the split's test part."""
+    history = sp.history("train+valid").csr() if sp.valid is not None else sp.train.csr()
+    return evaluate_ranking(
+        model.score_all,
+        test=sp.test.csr(),
+        exclude=history if proto.exclude_seen else None,
+        ks=ks,
+        device=str(model.device_),
+        progress=progress,
+        return_topk=return_topk,
+    )
+
+
+def fit_model(model: Recommender, sp: Split, seed: int = 0, valid_frac: float = 0.05,
+              refit: bool = True) -> dict[str, Any]:
+    """Fit `model` on the split's known data the way its kind needs; return facts for the log.
+
+    - Non-neural baselines have nothing to tune on validation data: they are fitted on
+      train + valid, so a user's whole known history ranks the (unseen) test items.
+    - Neural models early-stop on the validation part. Where the split has none (a given
+      train/test split such as Gowalla's) a random `valid_frac` of each user's training
+      interactions is held out for early stopping, never the test set; with `refit` the model is
+      then trained again on all training data for the best number of epochs.
+    """
+    from recstack.models.neural import NeuralRecommender
+
+    if not isinstance(model, NeuralRecommender):
+        model.fit(sp.history("train+valid") if sp.valid is not None else sp.train)
+        return {"fit_on": "train+valid" if sp.valid is not None else "train"}
+    if sp.valid is not None:
+        model.fit(sp.train, valid=sp.valid)
+        return {"fit_on": "train", "early_stopping_on": "valid", "best_epoch": model.train_result_.best_epoch,
+                "history": model.train_result_.history}
+    inner = split(sp.train, "ratio", valid_frac=0.0, test_frac=valid_frac, seed=seed)
+    model.fit(inner.train, valid=inner.test, valid_exclude=inner.train.csr())
+    first = model.train_result_
+    info: dict[str, Any] = {"fit_on": "train", "early_stopping_on": f"{valid_frac:.0%} of train held out",
+                            "best_epoch": first.best_epoch, "history": first.history}
+    if refit and first.best_epoch > 0:
+        cfg = model.train_config
+        saved = (cfg.epochs, cfg.patience, cfg.checkpoint_dir)
+        cfg.epochs, cfg.patience, cfg.checkpoint_dir = first.best_epoch, 0, None
+        model.fit(sp.train)
+        cfg.epochs, cfg.patience, cfg.checkpoint_dir = saved
+        info["refit"] = f"all train data, {first.best_epoch} epochs"
+    return info
+
+
+def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Fit `cfg.model` on `cfg.data` and evaluate it with the standard protocol."""
+    np.random.seed(cfg.seed)
+    data, sp, proto = prepare(cfg)
+    model = build_model(cfg)
+    with step(f"fitting {cfg.model}"):
+        t0 = time.perf_counter()
+        fit_info = fit_model(model, sp, seed=cfg.seed)
+        train_seconds = time.perf_counter() - t0
+    with step("evaluating (full ranking)"):
+        result = evaluate(model, sp, proto, cfg.ks)
+    metrics = {k: round(float(v), 6) for k, v in result.summary().items()}
+    out = {
+        "model": cfg.model,
+        "data": cfg.data,
+        "protocol": proto.description,
+        "metrics": metrics,
+        "train_seconds": round(train_seconds, 3),
+        "eval_seconds": round(float(result.seconds), 3),
+        "device": str(resolve_device(cfg.device)),
+        "params": model.get_params() | {"device": cfg.device},
+        "users_evaluated": int(len(result.users)),
+        **{k: v for k, v in fit_info.items() if k != "history"},
+    }
+    if cfg.out:
+        d = Path(cfg.out)
+        d.mkdir(parents=True, exist_ok=True)
+        model.save(d / "model")
+        (d / "result.json").write_text(json.dumps(out, indent=2))
+        (d / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        if "history" in fit_info:
+            (d / "history.json").write_text(json.dumps(fit_info["history"], indent=2))
+    return out

@@ -1,0 +1,116 @@
+"""Matrix factorisation: score(u, i) = <p_u, q_i> (+ item bias). With BCE this is GMF (He et al.
+2017); with BPR it is BPR-MF (Rendle et al. 2009); with the cosine contrastive loss and many
+negatives it is MF-CCL (Mao et al., SimpleX, 2021); with sampled softmax it is the softmax MF of
+the YouTube / sampling-bias papers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recstack import losses
+from recstack.data.dataset import Interactions
+from recstack.models.neural import NeuralRecommender
+from recstack.training.samplers import PopularitySampler, UniformSampler
+
+
+class MFModule(nn.Module):
+    """The boxes: a user table, an item table and an item bias."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int, init_std: float) -> None:
+        super().__init__()
+        self.user = nn.Embedding(n_users, dim)
+        self.item = nn.Embedding(n_items, dim)
+        self.item_bias = nn.Embedding(n_items, 1)
+        nn.init.normal_(self.user.weight, std=init_std)
+        nn.init.normal_(self.item.weight, std=init_std)
+        nn.init.zeros_(self.item_bias.weight)
+
+
+class MF(NeuralRecommender):
+    """Matrix factorisation trained with a choice of loss and negatives.
+
+    Args:
+        dim: embedding size.
+        loss: "bpr" | "bce" | "softmax" (sampled softmax with logQ) | "ccl" (cosine contrastive).
+        n_negatives: negatives per positive.
+        sampler: "uniform" | "popularity" (popularity^0.75, corrected by logQ under softmax).
+        temperature: softmax / cosine temperature (scores divided by it).
+        margin, neg_weight: CCL margin and negative weight (SimpleX).
+        use_bias: add a learned item bias (not used with ccl, which scores by cosine).
+        init_std: std of the normal initialisation.
+    """
+
+    name = "mf"
+
+    def __init__(self, dim: int = 64, loss: str = "bpr", n_negatives: int = 1, sampler: str = "uniform",
+                 temperature: float = 1.0, margin: float = 0.9, neg_weight: float | None = None,
+                 use_bias: bool = False, init_std: float = 0.1, device: str = "auto", **train: Any) -> None:
+        super().__init__(device, **train)
+        self.dim, self.loss, self.n_negatives, self.sampler = dim, loss, n_negatives, sampler
+        self.temperature, self.margin, self.neg_weight = temperature, margin, neg_weight
+        self.use_bias, self.init_std = use_bias, init_std
+
+    @classmethod
+    def _train_defaults(cls) -> dict[str, Any]:
+        return {"lr": 1e-3, "batch_size": 4096, "epochs": 100, "monitor": "recall@20"}
+
+    def _build(self, meta: dict[str, Any]) -> nn.Module:
+        if self.loss not in ("bpr", "bce", "softmax", "ccl"):
+            raise ValueError(f"mf: unknown loss '{self.loss}': use bpr, bce, softmax or ccl")
+        return MFModule(meta["n_users"], meta["n_items"], self.dim, self.init_std)
+
+    def _examples(self, data: Interactions) -> dict[str, torch.Tensor]:
+        if self.sampler == "popularity":
+            self.sampler_ = PopularitySampler(data.item_counts(), exclude=self.seen_, device=self.device_)
+        elif self.sampler == "uniform":
+            self.sampler_ = UniformSampler(data.n_items, exclude=self.seen_, device=self.device_)
+        else:
+            raise ValueError(f"mf: unknown sampler '{self.sampler}': use uniform or popularity")
+        return super()._examples(data)
+
+    def _pair_scores(self, u: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        m = self.module_
+        q = m.item(items)
+        p = m.user(u)
+        if self.loss == "ccl":
+            return torch.einsum("bd,b...d->b...", F.normalize(p, dim=-1), F.normalize(q, dim=-1))
+        s = torch.einsum("bd,b...d->b...", p, q)
+        if self.use_bias:
+            s = s + m.item_bias(items).squeeze(-1)
+        return s
+
+    def _loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        u, i = batch["user"], batch["item"]
+        neg = self.sampler_.sample(u, self.n_negatives, generator=generator)
+        pos_s = self._pair_scores(u, i)
+        neg_s = self._pair_scores(u, neg)
+        if self.loss == "bpr":
+            return losses.bpr_loss(pos_s, neg_s)
+        if self.loss == "bce":
+            return losses.bce_loss(pos_s, neg_s)
+        if self.loss == "ccl":
+            return losses.cosine_contrastive_loss(pos_s, neg_s, margin=self.margin, neg_weight=self.neg_weight)
+        return losses.sampled_softmax_loss(
+            pos_s, neg_s, pos_logq=None, neg_logq=self.sampler_.logq(neg), temperature=self.temperature,
+            remove_accidental_hits=losses.accidental_hits(i, neg),
+        )
+
+    def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user embeddings, item embeddings) as scored; cosine models return normalised ones."""
+        m = self.module_
+        p, q = m.user.weight, m.item.weight
+        if self.loss == "ccl":
+            return F.normalize(p, dim=-1), F.normalize(q, dim=-1)
+        return p, q
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        p, q = self.embeddings()
+        s = p[users.to(p.device)] @ q.T
+        if self.use_bias and self.loss != "ccl":
+            s = s + self.module_.item_bias.weight.squeeze(-1)
+        return s.float()

@@ -1,0 +1,125 @@
+"""Base class for models trained by the shared `Trainer`.
+
+A subclass supplies four pieces and inherits fit/recommend/save/load:
+
+    _setup(data)  -> meta (JSON-able: sizes, feature cardinalities) learned from the data
+    _build(meta)  -> the nn.Module (the paper's boxes)
+    _examples(data) -> training examples as aligned tensors on the device
+    _loss(batch, generator) -> scalar loss for one batch (the paper's objective)
+    score_all(users) -> [len(users), n_items] scores
+
+Optimisation settings (epochs, lr, batch_size, ...) are `TrainConfig` fields and can be passed
+to any neural model's constructor as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from recstack.data.dataset import Interactions
+from recstack.evaluation.ranking import evaluate_ranking
+from recstack.models.base import Recommender, resolve_device
+from recstack.training.trainer import TrainConfig, Trainer, TrainResult
+
+_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+class NeuralRecommender(Recommender):
+    """A Recommender whose parameters live in `self.module_` and are learned by `Trainer`."""
+
+    def __init__(self, device: str = "auto", **train: Any) -> None:
+        super().__init__(device)
+        unknown = set(train) - _TRAIN_FIELDS
+        if unknown:
+            raise ValueError(f"{self.name}: unknown hyper-parameter(s) {sorted(unknown)}")
+        self.train_config = TrainConfig(**{**self._train_defaults(), **train})
+
+    # ---- hyper-parameters: the subclass's own arguments plus the TrainConfig fields -------------
+    @classmethod
+    def _train_defaults(cls) -> dict[str, Any]:
+        """Per-model optimisation defaults (override in subclasses)."""
+        return {}
+
+    def get_params(self) -> dict[str, Any]:
+        import inspect
+
+        sig = inspect.signature(type(self).__init__)
+        own = {p: getattr(self, p) for p, v in sig.parameters.items()
+               if p != "self" and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)}
+        return own | dataclasses.asdict(self.train_config)
+
+    def set_params(self, **params: Any) -> NeuralRecommender:
+        for k, v in params.items():
+            if k in _TRAIN_FIELDS:
+                setattr(self.train_config, k, v)
+            elif k in self.get_params():
+                setattr(self, k, v)
+            else:
+                raise ValueError(f"{self.name}: unknown hyper-parameter '{k}'")
+        return self
+
+    # ---- training ------------------------------------------------------------------------------
+    def fit(self, data: Interactions, valid: Interactions | None = None,
+            valid_exclude: sp.csr_matrix | None = None) -> NeuralRecommender:
+        """Train on `data`; with `valid`, early-stop on `train_config.monitor` (full ranking,
+        excluding `valid_exclude`, by default the training items)."""
+        self.device_ = resolve_device(self.device)
+        self.n_users_, self.n_items_ = data.n_users, data.n_items
+        self.seen_ = data.csr()
+        torch.manual_seed(self.train_config.seed)
+        np.random.seed(self.train_config.seed)
+        self.meta_ = self._setup(data)
+        self.module_ = self._build(self.meta_).to(self.device_)
+        examples = self._examples(data)
+        validate = None
+        if valid is not None and len(valid):
+            k = int(self.train_config.monitor.split("@")[1])
+            test = valid.csr()
+            exclude = self.seen_ if valid_exclude is None else valid_exclude
+
+            def validate() -> dict[str, float]:
+                res = evaluate_ranking(self.score_all, test, exclude, ks=(k,), device=str(self.device_))
+                return res.summary()
+
+        self.train_result_: TrainResult = Trainer(self.train_config).fit(
+            self.module_, self._loss, examples, validate, self.device_
+        )
+        return self
+
+    # ---- subclass hooks ------------------------------------------------------------------------
+    def _setup(self, data: Interactions) -> dict[str, Any]:
+        return {"n_users": data.n_users, "n_items": data.n_items}
+
+    def _build(self, meta: dict[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    def _examples(self, data: Interactions) -> dict[str, torch.Tensor]:
+        """Default: one example per interaction (user, item) on the device."""
+        return {
+            "user": torch.as_tensor(data.user, device=self.device_),
+            "item": torch.as_tensor(data.item, device=self.device_),
+        }
+
+    def _loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        return self.meta_
+
+    def _restore_meta(self, meta: dict[str, Any]) -> None:
+        self.meta_ = meta
+        self.module_ = self._build(meta).to(self.device_)
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {f"module.{k}": v for k, v in self.module_.state_dict().items()}
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.module_.load_state_dict({k[len("module."):]: v for k, v in state.items() if k.startswith("module.")})
+        self.module_.eval()

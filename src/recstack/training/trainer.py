@@ -1,0 +1,246 @@
+"""The one training loop every neural recstack model uses.
+
+The model hands over its training examples as tensors already on the device and a loss
+function over a batch of them; the trainer shuffles with its own generator, slices batches
+(no DataLoader, no per-sample Python), steps the optimiser under bf16 autocast on GPU,
+validates, stops early, checkpoints atomically every epoch and resumes exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from recstack.progress import console
+from recstack.training.checkpoint import load_checkpoint, save_checkpoint
+
+LossFn = Callable[[dict[str, torch.Tensor], torch.Generator], torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by all neural models (`--set key=value` reaches them)."""
+
+    epochs: int = 50
+    batch_size: int = 4096
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    decay_embeddings: bool = False  # apply weight decay to embedding tables too
+    optimizer: str = "adam"  # adam | adamw | sparse_adam | adagrad
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    patience: int = 5  # evaluations without improvement before stopping; 0 = never stop early
+    eval_every: int = 1
+    monitor: str = "ndcg@20"
+    plateau_factor: float = 0.5  # ReduceLROnPlateau factor; 1.0 = off
+    plateau_patience: int = 2
+    amp: bool = True  # bf16 autocast on CUDA
+    seed: int = 0
+    checkpoint_dir: str | None = None
+    log_path: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    epochs_run: int = 0
+
+
+def build_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam/AdamW/Adagrad with weight decay on weights only: never on biases or norms, and on
+    embedding tables only when `decay_embeddings`; or SparseAdam for sparse-gradient tables."""
+    decay, no_decay = [], []
+    emb_params = {
+        id(p)
+        for m in module.modules()
+        if isinstance(m, nn.Embedding | nn.EmbeddingBag)
+        for p in m.parameters()
+    }
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_bias = p.ndim < 2 or name.endswith(".bias")
+        if is_bias or (id(p) in emb_params and not cfg.decay_embeddings):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    name = cfg.optimizer.lower()
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    if name == "adagrad":
+        return torch.optim.Adagrad(groups, lr=cfg.lr)
+    if name == "sparse_adam":
+        return torch.optim.SparseAdam([p for g in groups for p in g["params"]], lr=cfg.lr)
+    raise ValueError(
+        f"unknown optimizer '{cfg.optimizer}': use adam, adamw, adagrad or sparse_adam"
+    )
+
+
+class Trainer:
+    """Runs `fit`; holds no state between calls besides its config."""
+
+    def __init__(self, config: TrainConfig | None = None) -> None:
+        self.config = config or TrainConfig()
+
+    def fit(
+        self,
+        module: nn.Module,
+        loss_fn: LossFn,
+        examples: dict[str, torch.Tensor],
+        validate: Callable[[], dict[str, float]] | None = None,
+        device: torch.device | None = None,
+    ) -> TrainResult:
+        """Train `module` on `examples` (aligned tensors, first dimension = examples).
+
+        `validate()` returns metrics (higher is better for `monitor`); the best epoch's weights
+        are restored at the end. With a checkpoint_dir, an existing checkpoint is resumed.
+        """
+        cfg = self.config
+        device = device or next(module.parameters()).device
+        n = len(next(iter(examples.values())))
+        gen = torch.Generator(device=device)
+        gen.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        opt = build_optimizer(module, cfg)
+        sched = (
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+            )
+            if cfg.plateau_factor < 1.0
+            else None
+        )
+        use_amp = cfg.amp and device.type == "cuda"
+        state: dict[str, Any] = {
+            "epoch": 0,
+            "best_epoch": -1,
+            "best_value": -math.inf,
+            "best_metrics": {},
+            "bad_evals": 0,
+            "history": [],
+        }
+        best_weights: dict[str, torch.Tensor] | None = None
+        ckpt = Path(cfg.checkpoint_dir) / "last" if cfg.checkpoint_dir else None
+        if ckpt is not None and (ckpt / "state.json").exists():
+            saved = load_checkpoint(ckpt, device)
+            module.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optimizer"])
+            if sched is not None and saved.get("scheduler"):
+                sched.load_state_dict(saved["scheduler"])
+            gen.set_state(saved["generator"].cpu())
+            torch.set_rng_state(saved["torch_rng"].cpu())
+            if device.type == "cuda" and "cuda_rng" in saved:
+                torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), device)
+            best_weights = saved.get("best_weights")
+            state = saved["trainer"]
+            console.print(f"[dim]resumed from {ckpt} at epoch {state['epoch']}[/dim]")
+
+        t_start = time.perf_counter()
+        n_batches = math.ceil(n / cfg.batch_size)
+        stop = False
+        epoch = state["epoch"]
+        for epoch in range(state["epoch"], cfg.epochs):
+            module.train()
+            t0 = time.perf_counter()
+            perm = torch.randperm(n, generator=gen, device=device)
+            total = torch.zeros((), device=device)
+            for b in range(n_batches):
+                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                batch = {k: v[idx] for k, v in examples.items()}
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss = loss_fn(batch, gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+                opt.step()
+                total += loss.detach().float()
+            train_loss = float(total) / n_batches
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "loss": train_loss,
+                "seconds": time.perf_counter() - t0,
+                "lr": opt.param_groups[0]["lr"],
+            }
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(
+                    f"training loss became {train_loss} at epoch {epoch + 1}; lower lr or enable grad_clip"
+                )
+            if validate is not None and (epoch + 1) % cfg.eval_every == 0:
+                module.eval()
+                with torch.no_grad():
+                    metrics = validate()
+                row.update({f"valid_{k}": v for k, v in metrics.items()})
+                value = metrics[cfg.monitor]
+                if sched is not None:
+                    sched.step(value)
+                if value > state["best_value"]:
+                    state.update(
+                        best_value=value, best_epoch=epoch + 1, best_metrics=metrics, bad_evals=0
+                    )
+                    best_weights = {k: v.detach().clone() for k, v in module.state_dict().items()}
+                else:
+                    state["bad_evals"] += 1
+                    stop = cfg.patience > 0 and state["bad_evals"] >= cfg.patience
+            state["history"].append(row)
+            state["epoch"] = epoch + 1
+            self._report(row)
+            if ckpt is not None:
+                payload = {
+                    "model": module.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict() if sched is not None else {},
+                    "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "trainer": state,
+                }
+                if device.type == "cuda":
+                    payload["cuda_rng"] = torch.cuda.get_rng_state(device)
+                if best_weights is not None:
+                    payload["best_weights"] = best_weights
+                save_checkpoint(ckpt, payload)
+            if stop:
+                break
+        if best_weights is not None:
+            module.load_state_dict(best_weights)
+        module.eval()
+        return TrainResult(
+            best_epoch=state["best_epoch"],
+            best_metrics=state["best_metrics"],
+            history=state["history"],
+            seconds=time.perf_counter() - t_start,
+            epochs_run=state["epoch"],
+        )
+
+    def _report(self, row: dict[str, Any]) -> None:
+        cfg = self.config
+        if cfg.log_path:
+            Path(cfg.log_path).parent.mkdir(parents=True, exist_ok=True)
+            with open(cfg.log_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        if cfg.progress:
+            extra = " ".join(f"{k[6:]}={v:.4f}" for k, v in row.items() if k.startswith("valid_"))
+            console.print(
+                f"[dim]epoch {row['epoch']:>3}/{cfg.epochs} loss={row['loss']:.4f} {extra} ({row['seconds']:.1f}s)[/dim]"
+            )
+
+    def config_dict(self) -> dict[str, Any]:
+        return asdict(copy.deepcopy(self.config))
