@@ -46,7 +46,7 @@ def data_info(spec: Annotated[str, typer.Argument(help=SPEC_HELP)]) -> None:
 
     try:
         data = load(spec)
-    except (DataError, FileNotFoundError) as e:
+    except (DataError, ValueError) as e:
         _fail(e)
     info = data.describe()
     table = Table(title=f"{data.name} ({spec})")
@@ -90,9 +90,9 @@ def data_prepare(
             sp = split_fn(data, split, **({"seed": seed} if split == "ratio" else {}))
         with step(f"writing {out}"):
             save_split(sp, out)
-    except DataError as e:
+    except (DataError, ValueError) as e:
         _fail(e)
-    for line in data.log:
+    for line in sp.train.log:
         console.print(f"[dim]{line}[/dim]")
     summary = {
         "out": str(out), "protocol": sp.protocol, "train": len(sp.train),
@@ -151,7 +151,9 @@ def quickstart(
     from recstack.quickstart import run_quickstart
 
     summary = run_quickstart(out=out, device=device)
-    print(json.dumps(summary))
+    best = summary["best_model"]
+    print(json.dumps({"out": summary["out"], "best_model": best, "protocol": summary["protocol"],
+                      "metrics": summary["models"][best]["metrics"], "device": summary["device"]}))
 
 
 def main() -> None:  # pragma: no cover

@@ -68,7 +68,7 @@ def run_quickstart(out: Path = Path("recstack-out/quickstart"), device: str = "a
         model.save(out / "models" / model.name)
 
     table = Table(title=f"Baselines on MovieLens latest-small ({proto.description})")
-    cols = ["recall@10", "ndcg@10", "hr@10", "mrr@10", "recall@20", "ndcg@20", "coverage@20", "novelty@20"]
+    cols = ["recall@10", "ndcg@10", "recall@20", "ndcg@20", "coverage@20", "novelty@20"]
     table.add_column("model")
     for c in cols:
         table.add_column(c, justify="right")

@@ -17,6 +17,18 @@ from recstack.data.errors import DataError
 # Fold codes used by `Interactions.fold` for predefined splits.
 TRAIN, VALID, TEST = 0, 1, 2
 
+# Largest id range encoded through a dense lookup table (beyond it: hashing).
+_DENSE_MAX = 1 << 25
+
+
+def _as_ids(s: pl.Series) -> pl.Series:
+    """Normalise an id column to Int64 or String."""
+    if s.dtype.is_integer():
+        return s.cast(pl.Int64)
+    if s.dtype == pl.String:
+        return s
+    return s.cast(pl.String)
+
 
 @dataclass(frozen=True)
 class Vocab:
@@ -30,32 +42,58 @@ class Vocab:
 
     @classmethod
     def fit(cls, values: np.ndarray | pl.Series, name: str = "id") -> Vocab:
-        s = values if isinstance(values, pl.Series) else pl.Series(values)
-        uniq = s.unique().sort()
-        if uniq.null_count():
+        """Sorted unique ids; integer ids of moderate range take an O(n) bitmap path."""
+        s = _as_ids(values if isinstance(values, pl.Series) else pl.Series(values))
+        if s.null_count():
             raise DataError(f"{name}: missing (null) ids are not allowed")
-        return cls(raw=uniq.to_numpy(), name=name)
+        if len(s) and s.dtype == pl.Int64:
+            lo, hi = int(s.min()), int(s.max())
+            if hi - lo < min(_DENSE_MAX, 16 * len(s) + (1 << 20)):
+                present = np.zeros(hi - lo + 1, bool)
+                present[s.to_numpy() - lo] = True
+                return cls(raw=np.flatnonzero(present).astype(np.int64) + lo, name=name)
+        raw = s.unique().sort().to_numpy()
+        return cls(raw=raw.astype(np.int64) if s.dtype == pl.Int64 else raw, name=name)
 
     def __len__(self) -> int:
         return len(self.raw)
 
     def encode(self, values: np.ndarray | pl.Series, strict: bool = True) -> np.ndarray:
-        """Raw ids -> indices (int64). Unknown ids raise, or become -1 when `strict=False`."""
-        v = values.to_numpy() if isinstance(values, pl.Series) else np.asarray(values)
-        if v.dtype.kind in "OUS" or self.raw.dtype.kind in "OUS":
-            v = v.astype(str)
-            raw = self.raw.astype(str)
+        """Raw ids -> indices (int64). Unknown ids raise, or become -1 when `strict=False`.
+
+        Integer vocabularies use a lookup table (O(n)); string ones a hash replace in polars.
+        """
+        out = self._lookup(_as_ids(values if isinstance(values, pl.Series) else pl.Series(values)))
+        if strict and len(out) and out.min() < 0:
+            bad = np.asarray(values)[out < 0][:5]
+            raise DataError(f"{self.name}: {int((out < 0).sum())} unknown ids, e.g. {list(bad)}")
+        return out
+
+    def _lookup(self, s: pl.Series) -> np.ndarray:
+        raw, n = self.raw, len(self.raw)
+        if n == 0:
+            return np.full(len(s), -1, np.int64)
+        if raw.dtype.kind in "iu":
+            if s.dtype != pl.Int64:
+                s = s.cast(pl.Int64, strict=False)  # text that is not an integer matches nothing
+            lo, hi = int(raw[0]), int(raw[-1])
+            if hi - lo < _DENSE_MAX and s.null_count() == 0:
+                table = np.full(hi - lo + 1, -1, np.int64 if n >= 2**31 else np.int32)
+                table[raw - lo] = np.arange(n)
+                v = s.to_numpy()
+                if len(v) and v.min() >= lo and v.max() <= hi:
+                    return table[v - lo].astype(np.int64)
+                inside = (v >= lo) & (v <= hi)
+                out = np.full(len(v), -1, np.int64)
+                out[inside] = table[v[inside] - lo]
+                return out
+            old = pl.Series(raw)
         else:
-            raw = self.raw
-        pos = np.searchsorted(raw, v)
-        pos_c = np.minimum(pos, len(raw) - 1) if len(raw) else pos
-        ok = (pos < len(raw)) & (raw[pos_c] == v) if len(raw) else np.zeros(len(v), bool)
-        if not ok.all():
-            if strict:
-                bad = v[~ok][:5]
-                raise DataError(f"{self.name}: {int((~ok).sum())} unknown ids, e.g. {list(bad)}")
-            pos = np.where(ok, pos, -1)
-        return pos.astype(np.int64)
+            s = s.cast(pl.String)
+            old = pl.Series(raw.astype(str)) if raw.dtype != object else pl.Series(raw, dtype=pl.String)
+        codes = s.replace_strict(old, pl.Series(np.arange(n, dtype=np.int64)), default=-1,
+                                 return_dtype=pl.Int64)
+        return codes.fill_null(-1).to_numpy()
 
     def decode(self, idx: np.ndarray | int) -> np.ndarray:
         """Indices -> raw ids."""

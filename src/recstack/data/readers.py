@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recstack.data.dataset import TEST, TRAIN, FeatureTable, Interactions, Vocab
+from recstack.data.dataset import TEST, TRAIN, FeatureTable, Interactions, Vocab, _as_ids
 from recstack.data.errors import DataError
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
 # Rows read as text to guess column types before the typed read.
 _SNIFF_ROWS = 1000
 # Dense lookup tables for integer ids are used when the id range is at most this many slots.
-_DENSE_MAX = 1 << 25
 
 # The 19 genres of MovieLens 100K, in flag order (used when u.genre is absent).
 ML100K_GENRES = (
@@ -555,59 +554,13 @@ def _read_sep_lines(path: Path, sep: str, names: list[str], want: dict[str, str]
 # =============================================================================================
 # encoding ids, building Interactions and feature tables
 # =============================================================================================
-def _as_ids(s: pl.Series) -> pl.Series:
-    """Normalise an id column to Int64 or String."""
-    if s.dtype.is_integer():
-        return s.cast(pl.Int64)
-    if s.dtype == pl.String:
-        return s
-    return s.cast(pl.String)
-
-
 def _fit_vocab(s: pl.Series, name: str) -> Vocab:
-    """Sorted unique ids (as `Vocab.fit`), with an O(n) path for integer ids of small range."""
-    s = _as_ids(s)
-    if s.null_count():
-        raise DataError(f"{name}: missing (null) ids are not allowed")
-    if len(s) and s.dtype == pl.Int64:
-        lo, hi = int(s.min()), int(s.max())
-        if hi - lo < min(_DENSE_MAX, 16 * len(s) + (1 << 20)):
-            present = np.zeros(hi - lo + 1, bool)
-            present[s.to_numpy() - lo] = True
-            return Vocab(raw=np.flatnonzero(present).astype(np.int64) + lo, name=name)
-    uniq = s.unique().sort()
-    raw = uniq.to_numpy()
-    return Vocab(raw=raw.astype(np.int64) if s.dtype == pl.Int64 else raw, name=name)
+    return Vocab.fit(s, name)
 
 
 def _encode(vocab: Vocab, s: pl.Series) -> np.ndarray:
-    """Raw ids -> indices (int64), -1 where not in `vocab`; same result as `Vocab.encode`."""
-    s = _as_ids(s)
-    raw = vocab.raw
-    n = len(raw)
-    if n == 0:
-        return np.full(len(s), -1, np.int64)
-    if raw.dtype.kind in "iu":
-        if s.dtype != pl.Int64:
-            s = s.cast(pl.Int64, strict=False)  # text that is not an integer matches nothing
-        lo, hi = int(raw[0]), int(raw[-1])
-        if hi - lo < _DENSE_MAX and s.null_count() == 0:
-            table = np.full(hi - lo + 1, -1, np.int64 if n >= 2**31 else np.int32)
-            table[raw - lo] = np.arange(n)
-            v = s.to_numpy()
-            if len(v) and v.min() >= lo and v.max() <= hi:
-                return table[v - lo].astype(np.int64)
-            inside = (v >= lo) & (v <= hi)
-            out = np.full(len(v), -1, np.int64)
-            out[inside] = table[v[inside] - lo]
-            return out
-        old = pl.Series(raw)
-    else:
-        s = s.cast(pl.String)
-        old = pl.Series(raw.astype(str)) if raw.dtype != object else pl.Series(raw, dtype=pl.String)
-    codes = s.replace_strict(old, pl.Series(np.arange(n, dtype=np.int64)), default=-1,
-                             return_dtype=pl.Int64)
-    return codes.fill_null(-1).to_numpy()
+    """Raw ids -> indices, -1 where unknown (callers report those with file and line)."""
+    return vocab.encode(s, strict=False)
 
 
 def _build(
@@ -1210,12 +1163,15 @@ def read_csv(
     want = {roles[r]: kinds[r] for r in roles}
     df = _read_delim(p, want, sep=s, header=header, names=None if header else cols, id_type=id_type,
                      what="a delimited interaction file")
+    log = [f"read {df.height} rows from {p} (columns {roles})"]
+    log += [f"{r} ids are not all canonical integers: kept as text" for r in ("user", "item")
+            if id_type == "auto" and df[roles[r]].dtype == pl.String]
     return _build(
         df[roles["user"]], df[roles["item"]],
         rating=df[roles["rating"]] if "rating" in roles else None,
         timestamp=df[roles["timestamp"]] if "timestamp" in roles else None,
         weight=df[roles["weight"]] if "weight" in roles else None,
-        name=p.stem, fmt="csv", log=[f"read {df.height} rows from {p} (columns {roles})"],
+        name=p.stem, fmt="csv", log=log,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -198,6 +199,17 @@ def mask_rows(scores: torch.Tensor, matrix: sp.csr_matrix, rows: np.ndarray) -> 
     c = matrix.indices[np.repeat(starts, lens) + offs]
     scores[torch.as_tensor(r, device=scores.device), torch.as_tensor(c, device=scores.device)] = float("-inf")
     return scores
+
+
+def csr_rows_torch(matrix: sp.csr_matrix, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The selected CSR rows as a torch sparse CSR tensor on `device` (for sparse @ dense)."""
+    sub = matrix[rows]
+    with warnings.catch_warnings():  # torch flags sparse CSR as beta; the indices come from a valid scipy CSR
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            torch.as_tensor(sub.indptr, dtype=torch.int64), torch.as_tensor(sub.indices, dtype=torch.int64),
+            torch.as_tensor(sub.data, dtype=torch.float32), size=sub.shape,
+        ).to(device)
 
 
 def csr_rows_dense(matrix: sp.csr_matrix, rows: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 from scipy.linalg import lapack
 
 from recstack.data.dataset import Interactions
-from recstack.models.base import Recommender, csr_rows_dense
+from recstack.models.base import Recommender, csr_rows_torch
 
 
 def _spd_inverse(a: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -69,8 +69,11 @@ class EASE(Recommender):
         self.B_ = b
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        hist = csr_rows_dense(self.seen_, users.cpu().numpy(), self.device_)
-        return hist @ self.B_
+        # histories are sparse: a sparse @ dense product costs nnz x n_items, not b x n_items^2
+        rows = users.cpu().numpy()
+        if self.B_.device.type == "cpu":  # scipy's CSR @ dense beats torch's CPU sparse kernels
+            return torch.from_numpy(np.asarray(self.seen_[rows] @ self.B_.numpy()))
+        return csr_rows_torch(self.seen_, rows, self.device_) @ self.B_
 
     def _state(self) -> dict[str, torch.Tensor]:
         return {"B": self.B_}

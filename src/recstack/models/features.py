@@ -18,7 +18,8 @@ The feature data lives in module buffers: it moves with ``.to(device)`` and is s
 model's weights; the schema (sizes, vocabularies, statistics) goes into the model's JSON meta.
 
 The module also holds :class:`History`, the users' time-ordered item sequences from which the
-history-bag inputs of two-tower / YouTube-DNN query towers are read.
+history-bag inputs of two-tower / YouTube-DNN query towers are read, and :class:`MeanBag`,
+which averages them.
 """
 
 from __future__ import annotations
@@ -391,6 +392,23 @@ class History(nn.Module):
         if items:
             out[0, self.max_len - len(items):] = torch.as_tensor(items, device=device) + 1
         return out
+
+
+class MeanBag(nn.Embedding):
+    """Mean of the embeddings of each row of a padded ``[B, L]`` bag (index 0 = padding, fixed
+    at zero); an all-padding row pools to zeros. A masked mean rather than ``EmbeddingBag``: its
+    backward is about twice as fast on CPU and just as fast on GPU."""
+
+    def __init__(self, n: int, dim: int, init_std: float) -> None:
+        super().__init__(n, dim, padding_idx=0)
+        nn.init.normal_(self.weight, std=init_std)
+        with torch.no_grad():
+            self.weight[0].zero_()
+
+    def forward(self, bags: Tensor) -> Tensor:
+        mask = (bags > 0).unsqueeze(-1)
+        total = (super().forward(bags) * mask).sum(1)
+        return total / mask.sum(1).clamp_min(1)
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, final_relu: bool = False) -> nn.Sequential:

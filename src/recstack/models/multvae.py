@@ -56,11 +56,15 @@ def dense_rows(indptr: torch.Tensor, indices: torch.Tensor, rows: torch.Tensor, 
     """Binary dense [len(rows), n_cols] float32 of CSR rows `rows`, all on one device, no Python loop."""
     start, end = indptr[rows], indptr[rows + 1]
     lens = end - start
-    r = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), lens)
-    # position of every nonzero inside its row's slice of `indices`
-    offset = torch.arange(len(r), device=rows.device) - torch.repeat_interleave(torch.cumsum(lens, 0) - lens, lens)
+    nnz = int(lens.sum())  # the one host sync: output sizes of the repeats below
+
+    def repeat(v: torch.Tensor) -> torch.Tensor:
+        return torch.repeat_interleave(v, lens, output_size=nnz)
+
+    r = repeat(torch.arange(len(rows), device=rows.device))
+    offset = torch.arange(nnz, device=rows.device) - repeat(torch.cumsum(lens, 0) - lens)  # rank in row
     x = torch.zeros((len(rows), n_cols), device=rows.device)
-    x[r, indices[torch.repeat_interleave(start, lens) + offset]] = 1.0
+    x[r, indices[repeat(start) + offset]] = 1.0
     return x
 
 

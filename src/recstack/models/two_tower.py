@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from recstack import losses
 from recstack.data.dataset import FeatureTable, Interactions
-from recstack.models.features import FeatureEncoder, History, build_features, mlp
+from recstack.models.features import FeatureEncoder, History, MeanBag, build_features, mlp
 from recstack.models.neural import NeuralRecommender
 from recstack.training.samplers import InBatchSampler, PopularitySampler, UniformSampler
 
@@ -54,11 +54,7 @@ class TwoTowerModule(nn.Module):
             if "history" in t:
                 self.history.load_state_dict(t["history"])
             # row 0 = padding, item i at row i + 1
-            self.history_items = nn.EmbeddingBag(meta["n_items"] + 1, m.history_dim, mode="mean",
-                                                 padding_idx=0)
-            nn.init.normal_(self.history_items.weight, std=m.init_std)
-            with torch.no_grad():
-                self.history_items.weight[0].zero_()
+            self.history_items = MeanBag(meta["n_items"] + 1, m.history_dim, m.init_std)
             q_in += m.history_dim
         if q_in == 0 or i_in == 0:
             raise ValueError("two_tower: a tower has no input; enable an id, features or use_history")
@@ -100,7 +96,8 @@ class TwoTower(NeuralRecommender):
             shared negatives from `sampler`) | "bpr" (`n_negatives` per example, positives
             excluded; costs B * n_negatives item-tower passes).
         n_negatives: extra negatives for mixed / sampled / bpr.
-        sampler: "uniform" | "popularity" (count ** 0.75) for sampled / bpr.
+        sampler: "uniform" | "popularity" (count ** 0.75) for sampled / bpr (mixed is
+            always uniform).
         logq: subtract the log sampling probability from the logits (softmax losses).
         id_dropout: probability of replacing an id by the "unknown" id during training, which
             teaches the towers to work from features alone (cold start); with 0, unseen
@@ -168,8 +165,9 @@ class TwoTower(NeuralRecommender):
         dev = self.device_
         self.in_batch_ = InBatchSampler(data.item_counts(), device=dev)
         exclude = self.seen_ if self.loss == "bpr" else None  # shared negatives: hits are masked
-        self.sampler_ = (PopularitySampler(data.item_counts(), exclude=exclude, device=dev)
-                         if self.sampler == "popularity"
+        # mixed negatives are uniform by definition (mixed_logq assumes it)
+        popularity = self.sampler == "popularity" and self.loss != "mixed"
+        self.sampler_ = (PopularitySampler(data.item_counts(), exclude=exclude, device=dev) if popularity
                          else UniformSampler(data.n_items, exclude=exclude, device=dev))
         ex = super()._examples(data)
         if self.use_history:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from recstack import losses
 from recstack.data.dataset import Interactions
-from recstack.models.features import FeatureEncoder, History, build_features, mlp
+from recstack.models.features import FeatureEncoder, History, MeanBag, build_features, mlp
 from recstack.models.neural import NeuralRecommender
 from recstack.models.two_tower import _top
 from recstack.training.samplers import PopularitySampler, UniformSampler
@@ -39,7 +39,7 @@ class YouTubeDNNModule(nn.Module):
         self.history = History(meta["n_users"], meta["history_nnz"], m.max_history)
         if "history" in t:
             self.history.load_state_dict(t["history"])
-        self.watch = nn.EmbeddingBag(meta["n_items"] + 1, m.history_dim, mode="mean", padding_idx=0)
+        self.watch = MeanBag(meta["n_items"] + 1, m.history_dim, m.init_std)  # row 0 = padding
         self.user_features = FeatureEncoder(meta["user_schema"], 0, 0, m.use_user_features,
                                             init_std=m.init_std, tensors=t.get("user"))
         self.use_example_age = m.use_example_age
@@ -48,11 +48,8 @@ class YouTubeDNNModule(nn.Module):
         self.tower = mlp(in_dim, m.tower, m.dim, final_relu=True)
         self.item = nn.Embedding(meta["n_items"], m.dim)
         self.item_bias = nn.Embedding(meta["n_items"], 1)
-        nn.init.normal_(self.watch.weight, std=m.init_std)
         nn.init.normal_(self.item.weight, std=m.init_std)
         nn.init.zeros_(self.item_bias.weight)
-        with torch.no_grad():
-            self.watch.weight[0].zero_()  # padding
 
     def user_vector(self, history: Tensor, user_x: Tensor, age: Tensor | None) -> Tensor:
         """``[B, L]`` history bags, ``[B, f]`` encoded user features, ``[B]`` example age -> u."""
