@@ -150,7 +150,7 @@ def test_neumf_learns_planted_groups(kw):
     # init_std 0.1 rather than the paper's 0.01: on 320 interactions the MLP otherwise has too
     # few steps to leave the "every ReLU on or off" regime, where it is additive in user and
     # item and cannot express the groups
-    kw = {"mlp_layers": (32, 16, 8), "lr": 3e-3, "batch_size": 32, "epochs": 40, "init_std": 0.1} | kw
+    kw = {"mlp_layers": (64, 32, 16), "lr": 3e-3, "batch_size": 32, "epochs": 40, "init_std": 0.1} | kw
     model = NeuMF(**kw, **QUIET).fit(data)
     assert own_group_share(model, group, n_half) >= 0.9
 

@@ -113,12 +113,13 @@ def train(
     implicit_threshold: Annotated[float | None, typer.Option(help="treat ratings >= this as interactions (others dropped)")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     out: Annotated[str | None, typer.Option(help="directory for the model, result.json and config.json")] = None,
+    refit: Annotated[bool, typer.Option("--refit/--no-refit", help="neural models on a split without validation part: retrain on all train data for the best epoch count")] = True,
 ) -> None:
     """Train a model, evaluate it with the standard protocol; LAST stdout line is JSON."""
     from recstack.experiment import ExperimentConfig, run_experiment
 
     cfg = ExperimentConfig(model=model, data=data, split=split, device=device, params=parse_sets(set_),
-                           exclude_seen=exclude_seen, implicit_threshold=implicit_threshold, seed=seed, out=out)
+                           exclude_seen=exclude_seen, implicit_threshold=implicit_threshold, seed=seed, out=out, refit=refit)
     try:
         result = run_experiment(cfg)
     except (DataError, ValueError) as e:

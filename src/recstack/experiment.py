@@ -67,6 +67,7 @@ class ExperimentConfig:
     implicit_threshold: float | None = None
     seed: int = 0
     out: str | None = None
+    refit: bool = True  # neural models on a split without valid: retrain on all train data
 
 
 def prepare(cfg: ExperimentConfig) -> tuple[Interactions, Split, Protocol]:
@@ -147,7 +148,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     model = build_model(cfg)
     with step(f"fitting {cfg.model}"):
         t0 = time.perf_counter()
-        fit_info = fit_model(model, sp, seed=cfg.seed)
+        fit_info = fit_model(model, sp, seed=cfg.seed, refit=cfg.refit)
         train_seconds = time.perf_counter() - t0
     with step("evaluating (full ranking)"):
         result = evaluate(model, sp, proto, cfg.ks)

@@ -4,6 +4,14 @@ from recstack.models.base import Recommender, available_models, get_model_class
 from recstack.models.ease import EASE
 from recstack.models.itemknn import ItemKNN
 from recstack.models.mf import MF
+from recstack.models.multvae import MultVAE
+from recstack.models.neumf import NeuMF
+from recstack.models.neural import NeuralRecommender
 from recstack.models.pop import MostPopular
+from recstack.models.two_tower import TwoTower
+from recstack.models.youtube_dnn import YouTubeDNN
 
-__all__ = ["Recommender", "available_models", "get_model_class", "MostPopular", "ItemKNN", "EASE", "MF"]
+__all__ = [
+    "Recommender", "NeuralRecommender", "available_models", "get_model_class",
+    "MostPopular", "ItemKNN", "EASE", "MF", "NeuMF", "MultVAE", "TwoTower", "YouTubeDNN",
+]

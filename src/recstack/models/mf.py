@@ -41,7 +41,8 @@ class MF(NeuralRecommender):
         sampler: "uniform" | "popularity" (popularity^0.75, corrected by logQ under softmax).
         temperature: softmax / cosine temperature (scores divided by it).
         margin, neg_weight: CCL margin and negative weight (SimpleX).
-        use_bias: add a learned item bias (not used with ccl, which scores by cosine).
+        use_bias: add a learned item bias (not used with cosine scores).
+        normalize: score by cosine similarity (L2-normalised embeddings) instead of dot product.
         init_std: std of the normal initialisation.
     """
 
@@ -49,11 +50,17 @@ class MF(NeuralRecommender):
 
     def __init__(self, dim: int = 64, loss: str = "bpr", n_negatives: int = 1, sampler: str = "uniform",
                  temperature: float = 1.0, margin: float = 0.9, neg_weight: float | None = None,
-                 use_bias: bool = False, init_std: float = 0.1, device: str = "auto", **train: Any) -> None:
+                 use_bias: bool = False, normalize: bool = False, init_std: float = 0.1,
+                 device: str = "auto", **train: Any) -> None:
         super().__init__(device, **train)
         self.dim, self.loss, self.n_negatives, self.sampler = dim, loss, n_negatives, sampler
         self.temperature, self.margin, self.neg_weight = temperature, margin, neg_weight
-        self.use_bias, self.init_std = use_bias, init_std
+        self.use_bias, self.normalize, self.init_std = use_bias, normalize, init_std
+
+    @property
+    def _cosine(self) -> bool:
+        # CCL is defined on cosine similarities; other losses use them when asked to
+        return self.loss == "ccl" or self.normalize
 
     @classmethod
     def _train_defaults(cls) -> dict[str, Any]:
@@ -77,7 +84,7 @@ class MF(NeuralRecommender):
         m = self.module_
         q = m.item(items)
         p = m.user(u)
-        if self.loss == "ccl":
+        if self._cosine:
             return torch.einsum("bd,b...d->b...", F.normalize(p, dim=-1), F.normalize(q, dim=-1))
         s = torch.einsum("bd,b...d->b...", p, q)
         if self.use_bias:
@@ -104,13 +111,13 @@ class MF(NeuralRecommender):
         """(user embeddings, item embeddings) as scored; cosine models return normalised ones."""
         m = self.module_
         p, q = m.user.weight, m.item.weight
-        if self.loss == "ccl":
+        if self._cosine:
             return F.normalize(p, dim=-1), F.normalize(q, dim=-1)
         return p, q
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         p, q = self.embeddings()
         s = p[users.to(p.device)] @ q.T
-        if self.use_bias and self.loss != "ccl":
+        if self.use_bias and not self._cosine:
             s = s + self.module_.item_bias.weight.squeeze(-1)
         return s.float()

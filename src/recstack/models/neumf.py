@@ -62,18 +62,17 @@ class NeuMFModule(nn.Module):
                                  f"layer, e.g. (64, 32, 16, 8); got {tuple(mlp_layers)}")
             self.mlp_user = nn.Embedding(n_users, mlp_layers[0] // 2)
             self.mlp_item = nn.Embedding(n_items, mlp_layers[0] // 2)
-            self.tower = nn.ModuleList(nn.Linear(a, b) for a, b in zip(mlp_layers[:-1], mlp_layers[1:], strict=True))
+            self.tower = nn.ModuleList(
+                nn.Linear(a, b) for a, b in zip(mlp_layers[:-1], mlp_layers[1:], strict=True))
             width += mlp_layers[-1]
         self.out = nn.Linear(width, 1)  # h (plus a bias)
         # the widest activation of one (user, item) pair, for score_all's memory budget
         self.max_width = max([width, *(mlp_layers[1:] if self.use_mlp else ())])
         # paper: N(0, 0.01) initialisation; linear layers keep PyTorch's fan-in init, which
         # keeps the ReLU tower's activations from vanishing at the start
-        for emb in self.embeddings():
-            nn.init.normal_(emb.weight, std=init_std)
-
-    def embeddings(self) -> list[nn.Embedding]:
-        return [m for m in self.modules() if isinstance(m, nn.Embedding)]
+        for m in self.modules():
+            if isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, std=init_std)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Logits for every (user, item) pair of two broadcastable index tensors.

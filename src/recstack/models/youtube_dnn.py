@@ -71,6 +71,9 @@ class YouTubeDNN(NeuralRecommender):
         use_user_features: feed the data's user features (demographics) to the tower.
         use_example_age: feed the example's age (time before the end of training, scaled to
             [0, 1], with its square and square root); 0 at serving time.
+        examples_per_user: keep at most this many training examples per user (a random subset,
+            drawn once), so very active users do not dominate the loss (paper, section 3.4);
+            None = every interaction is an example.
         feature_dim: largest embedding size of a categorical / multi-hot user feature.
         n_negatives: sampled negatives per batch (shared by its examples).
         sampler: "popularity" (count ** 0.75) or "uniform"; logits are corrected by log Q.
@@ -82,12 +85,13 @@ class YouTubeDNN(NeuralRecommender):
 
     def __init__(self, dim: int = 64, tower: Sequence[int] = (256, 128), history_dim: int = 64,
                  max_history: int = 50, use_user_features: bool = True, use_example_age: bool = False,
-                 feature_dim: int = 16, n_negatives: int = 1000, sampler: str = "popularity",
+                 examples_per_user: int | None = None, feature_dim: int = 16, n_negatives: int = 1000, sampler: str = "popularity",
                  use_bias: bool = True, init_std: float = 0.05, device: str = "auto",
                  **train: Any) -> None:
         super().__init__(device, **train)
         self.dim, self.tower, self.history_dim, self.max_history = dim, tuple(tower), history_dim, max_history
         self.use_user_features, self.use_example_age = use_user_features, use_example_age
+        self.examples_per_user = examples_per_user
         self.feature_dim, self.n_negatives, self.sampler = feature_dim, n_negatives, sampler
         self.use_bias, self.init_std = use_bias, init_std
 
@@ -121,7 +125,18 @@ class YouTubeDNN(NeuralRecommender):
             t = data.timestamp.astype(np.float64)
             age = (t.max() - t) / max(t.max() - t.min(), 1e-12)
             ex["age"] = torch.as_tensor(age, dtype=torch.float32, device=dev)
+        if self.examples_per_user:
+            keep = torch.as_tensor(self._per_user_subset(data.user, self.examples_per_user), device=dev)
+            ex = {k: v[keep] for k, v in ex.items()}
         return ex
+
+    def _per_user_subset(self, users: np.ndarray, k: int) -> np.ndarray:
+        """Indices of a random subset of at most `k` rows per user (vectorised)."""
+        key = np.random.default_rng(self.train_config.seed).random(len(users))
+        order = np.lexsort((key, users))  # each user's rows in random order
+        first = np.searchsorted(users[order], users[order])  # start of the user's block
+        rank = np.arange(len(users)) - first
+        return np.sort(order[rank < k])
 
     def _loss(self, batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
         m = self.module_

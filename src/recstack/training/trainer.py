@@ -35,7 +35,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     decay_embeddings: bool = False  # apply weight decay to embedding tables too
-    optimizer: str = "adam"  # adam | adamw | sparse_adam | adagrad
+    optimizer: str = "adam"  # adam | adamw | sgd | sparse_adam | adagrad
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     patience: int = 5  # evaluations without improvement before stopping; 0 = never stop early
     eval_every: int = 1
@@ -86,12 +86,14 @@ def build_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
         return torch.optim.Adam(groups, lr=cfg.lr)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr)
     if name == "adagrad":
         return torch.optim.Adagrad(groups, lr=cfg.lr)
     if name == "sparse_adam":
         return torch.optim.SparseAdam([p for g in groups for p in g["params"]], lr=cfg.lr)
     raise ValueError(
-        f"unknown optimizer '{cfg.optimizer}': use adam, adamw, adagrad or sparse_adam"
+        f"unknown optimizer '{cfg.optimizer}': use adam, adamw, sgd, adagrad or sparse_adam"
     )
 
 
