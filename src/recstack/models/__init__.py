@@ -3,6 +3,7 @@
 from recstack.models.base import Recommender, available_models, get_model_class
 from recstack.models.ease import EASE
 from recstack.models.itemknn import ItemKNN
+from recstack.models.lightgcn import LightGCN
 from recstack.models.mf import MF
 from recstack.models.multvae import MultVAE
 from recstack.models.neumf import NeuMF
@@ -13,5 +14,5 @@ from recstack.models.youtube_dnn import YouTubeDNN
 
 __all__ = [
     "Recommender", "NeuralRecommender", "available_models", "get_model_class",
-    "MostPopular", "ItemKNN", "EASE", "MF", "NeuMF", "MultVAE", "TwoTower", "YouTubeDNN",
+    "MostPopular", "ItemKNN", "EASE", "MF", "LightGCN", "NeuMF", "MultVAE", "TwoTower", "YouTubeDNN",
 ]

@@ -81,6 +81,7 @@ class Recommender:
         """Scores of every item for each user in `users` -> float tensor [len(users), n_items]."""
         raise NotImplementedError
 
+    @torch.no_grad()
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Scores of aligned (user, item) pairs."""
         self._check_fitted()
@@ -97,6 +98,7 @@ class Recommender:
             out[sel] = full[rows, cols].float().cpu().numpy()
         return out
 
+    @torch.no_grad()
     def recommend(
         self, users: np.ndarray | int, k: int = 10, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:

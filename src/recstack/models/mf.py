@@ -80,10 +80,15 @@ class MF(NeuralRecommender):
             raise ValueError(f"mf: unknown sampler '{self.sampler}': use uniform or popularity")
         return super()._examples(data)
 
-    def _pair_scores(self, u: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The user and item embedding tables that scores are computed from (graph models
+        such as LightGCN override this with propagated tables)."""
+        return self.module_.user.weight, self.module_.item.weight
+
+    def _pair_scores(self, u: torch.Tensor, items: torch.Tensor,
+                     tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         m = self.module_
-        q = m.item(items)
-        p = m.user(u)
+        p, q = tables[0][u], tables[1][items]
         if self._cosine:
             return torch.einsum("bd,b...d->b...", F.normalize(p, dim=-1), F.normalize(q, dim=-1))
         s = torch.einsum("bd,b...d->b...", p, q)
@@ -94,8 +99,9 @@ class MF(NeuralRecommender):
     def _loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         u, i = batch["user"], batch["item"]
         neg = self.sampler_.sample(u, self.n_negatives, generator=generator)
-        pos_s = self._pair_scores(u, i)
-        neg_s = self._pair_scores(u, neg)
+        tables = self._tables()
+        pos_s = self._pair_scores(u, i, tables)
+        neg_s = self._pair_scores(u, neg, tables)
         if self.loss == "bpr":
             return losses.bpr_loss(pos_s, neg_s)
         if self.loss == "bce":
@@ -109,8 +115,7 @@ class MF(NeuralRecommender):
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(user embeddings, item embeddings) as scored; cosine models return normalised ones."""
-        m = self.module_
-        p, q = m.user.weight, m.item.weight
+        p, q = self._tables()
         if self._cosine:
             return F.normalize(p, dim=-1), F.normalize(q, dim=-1)
         return p, q
