@@ -25,7 +25,7 @@ def main() -> None:
     args = ap.parse_args()
     train = split(load(args.data), "given").train
     configs = {
-        "mf_bpr": lambda bs: MF(dim=64, loss="bpr", batch_size=bs),
+        "mf_bpr": lambda bs: MF(dim=64, loss="bpr", n_negatives=1, normalize=False, batch_size=bs),
         "mf_softmax_256neg": lambda bs: MF(dim=64, loss="softmax", n_negatives=256, normalize=True,
                                            temperature=0.1, batch_size=bs),
         "two_tower_in_batch": lambda bs: TwoTower(dim=64, batch_size=bs),

@@ -95,7 +95,7 @@ def test_weight_decay_skips_biases_and_embeddings_unless_asked():
 
 def test_lightgcn_propagation_matches_dense_formula_and_roundtrips(tmp_path):
     data = planted(n_users=12, n_items=10, per_user=3, seed=4)
-    m = LightGCN(n_layers=2, dim=4, epochs=1, batch_size=8, device="cpu", progress=False).fit(data)
+    m = LightGCN(n_layers=2, dim=4, normalize=False, epochs=1, batch_size=8, device="cpu", progress=False).fit(data)
     x = data.csr().toarray()
     a = np.block([[np.zeros((12, 12)), x], [x.T, np.zeros((10, 10))]])
     d = a.sum(1)
@@ -109,3 +109,18 @@ def test_lightgcn_propagation_matches_dense_formula_and_roundtrips(tmp_path):
     m.save(tmp_path / "lgcn")
     loaded = Recommender.load(tmp_path / "lgcn", device="cpu")
     np.testing.assert_allclose(loaded.score_all(torch.arange(12)).numpy(), got, rtol=1e-6)
+
+
+def test_lightgcn_gradient_matches_dense_autograd():
+    data = planted(n_users=6, n_items=5, per_user=2, seed=5)
+    m = LightGCN(n_layers=2, dim=3, epochs=1, batch_size=4, device="cpu", progress=False).fit(data)
+    dense = torch.tensor(normalized_adjacency(data.csr()).toarray(), dtype=torch.float64)
+    w_u, w_i = m.module_.user.weight, m.module_.item.weight
+    m.module_.zero_grad()
+    u, i = m._tables()
+    (u.sum() * 2 + (i**2).sum()).backward()
+    got = torch.cat([w_u.grad, w_i.grad]).clone()
+    e0 = torch.cat([w_u, w_i]).detach().double().requires_grad_(True)
+    final = (e0 + dense @ e0 + dense @ (dense @ e0)) / 3
+    (final[:6].sum() * 2 + (final[6:] ** 2).sum()).backward()
+    np.testing.assert_allclose(got.numpy(), e0.grad.numpy(), rtol=1e-5, atol=1e-6)

@@ -274,6 +274,17 @@ def test_youtube_dnn_histories_hold_only_earlier_items():
     serve = model.module_.history.bag(torch.tensor([0, 1, 2])).numpy()
     np.testing.assert_array_equal(serve, [[6, 2, 5], [6, 3, 5], [0, 0, 1]])  # item + 1
 
+    # at most k examples per user, each keeping its own (full-sequence) history
+    capped = YouTubeDNN(max_history=3, examples_per_user=2, device="cpu", progress=False)
+    capped.device_, capped.n_items_, capped.seen_ = torch.device("cpu"), data.n_items, data.csr()
+    capped.module_ = capped._build(capped._setup(data))
+    ex = capped._examples(data)
+    assert np.bincount(ex["user"].numpy()).tolist() == [2, 2, 1]
+    ref = {(u, i, tuple(h)) for u, i, h in zip(users, items, reference_histories(users, items, times, 3).tolist(),
+                                               strict=True)}
+    bags = capped.module_.history.bag(ex["user"], ex["hist_end"]).tolist()
+    assert {(u, i, tuple(h)) for u, i, h in zip(ex["user"].tolist(), ex["item"].tolist(), bags, strict=True)} <= ref
+
     data.timestamp = None  # no timestamps: row order
     hist, ends = History.build(data, 3)
     got = hist.bag(torch.as_tensor(users), torch.as_tensor(ends)).numpy()

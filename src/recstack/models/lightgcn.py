@@ -33,6 +33,20 @@ def normalized_adjacency(x: sp.csr_matrix) -> sp.csr_matrix:
     return sp.bmat([[None, norm], [norm.T, None]], format="csr", dtype=np.float32)
 
 
+class _SymmetricSpMM(torch.autograd.Function):
+    """y = A @ x for a symmetric sparse A; the gradient is A @ dy (A^T = A), which avoids the
+    sparse transpose autograd would build at every step."""
+
+    @staticmethod
+    def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.adj = adj
+        return adj @ x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        return None, ctx.adj @ grad.contiguous()
+
+
 class LightGCN(MF):
     """LightGCN on top of MF's losses and samplers.
 
@@ -43,9 +57,9 @@ class LightGCN(MF):
 
     name = "lightgcn"
 
-    def __init__(self, n_layers: int = 3, dim: int = 64, loss: str = "bpr", n_negatives: int = 1,
-                 sampler: str = "uniform", temperature: float = 1.0, margin: float = 0.9,
-                 neg_weight: float | None = None, use_bias: bool = False, normalize: bool = False,
+    def __init__(self, n_layers: int = 3, dim: int = 64, loss: str = "softmax", n_negatives: int = 256,
+                 sampler: str = "uniform", temperature: float = 0.1, margin: float = 0.9,
+                 neg_weight: float | None = None, use_bias: bool = False, normalize: bool = True,
                  init_std: float = 0.1, device: str = "auto", **train: Any) -> None:
         super().__init__(dim=dim, loss=loss, n_negatives=n_negatives, sampler=sampler,
                          temperature=temperature, margin=margin, neg_weight=neg_weight,
@@ -54,7 +68,7 @@ class LightGCN(MF):
 
     def _adjacency(self) -> torch.Tensor:
         # built from the training interactions (saved with the model as `seen`), once
-        if getattr(self, "adj_", None) is None or self.adj_.device != self.device_:
+        if getattr(self, "adj_", None) is None:
             a = normalized_adjacency(self.seen_)
             self.adj_ = csr_rows_torch(a, np.arange(a.shape[0]), self.device_)
         return self.adj_
@@ -70,7 +84,7 @@ class LightGCN(MF):
         total = e
         with torch.autocast(device_type=e.device.type, enabled=False):  # sparse kernels: float32
             for _ in range(self.n_layers):
-                e = adj @ e
+                e = _SymmetricSpMM.apply(adj, e)
                 total = total + e
         final = total / (self.n_layers + 1)
         tables = final[: self.n_users_], final[self.n_users_ :]

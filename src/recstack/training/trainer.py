@@ -8,6 +8,7 @@ validates, stops early, checkpoints atomically every epoch and resumes exactly.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -18,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.progress import Progress
 from torch import nn
 
-from recstack.progress import console
+from recstack.progress import bar, console
 from recstack.training.checkpoint import load_checkpoint, save_checkpoint
 
 LossFn = Callable[[dict[str, torch.Tensor], torch.Generator], torch.Tensor]
@@ -46,6 +48,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_dir: str | None = None
     log_path: str | None = None
+    tensorboard_dir: str | None = None  # written when the tensorboard package is installed
     progress: bool = True
 
 
@@ -163,18 +166,10 @@ class Trainer:
             module.train()
             t0 = time.perf_counter()
             perm = torch.randperm(n, generator=gen, device=device)
-            total = torch.zeros((), device=device)
-            for b in range(n_batches):
-                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                batch = {k: v[idx] for k, v in examples.items()}
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss = loss_fn(batch, gen)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-                opt.step()
-                total += loss.detach().float()
+            prog = bar(f"epoch {epoch + 1}/{cfg.epochs}", n_batches) if cfg.progress else None
+            with prog or contextlib.nullcontext():
+                total = self._epoch(module, loss_fn, examples, perm, opt, gen, use_amp, prog,
+                                    f"epoch {epoch + 1}/{cfg.epochs}")
             train_loss = float(total) / n_batches
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
@@ -232,8 +227,47 @@ class Trainer:
             epochs_run=state["epoch"],
         )
 
+    def _epoch(self, module: nn.Module, loss_fn: LossFn, examples: dict[str, torch.Tensor],
+               perm: torch.Tensor, opt: torch.optim.Optimizer, gen: torch.Generator, use_amp: bool,
+               prog: Progress | None, label: str) -> torch.Tensor:
+        """One pass over the examples in `perm` order; returns the summed batch losses."""
+        cfg = self.config
+        n_batches = math.ceil(len(perm) / cfg.batch_size)
+        device = perm.device
+        total = torch.zeros((), device=device)
+        for b in range(n_batches):
+            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            batch = {k: v[idx] for k, v in examples.items()}
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = loss_fn(batch, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+            opt.step()
+            total += loss.detach().float()
+            if prog is not None and (b % 50 == 49 or b == n_batches - 1):
+                # reading the loss syncs the GPU: only every 50 batches
+                prog.update(prog.task_ids[0], completed=b + 1,
+                            description=f"{label} loss={float(total) / (b + 1):.4f}")
+        return total
+
     def _report(self, row: dict[str, Any]) -> None:
         cfg = self.config
+        if cfg.tensorboard_dir:
+            if not hasattr(self, "_tb"):
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+
+                    self._tb = SummaryWriter(cfg.tensorboard_dir)
+                except ImportError:
+                    console.print("[yellow]tensorboard is not installed: tensorboard_dir ignored[/yellow]")
+                    self._tb = None
+            if self._tb is not None:
+                for k, v in row.items():
+                    if k != "epoch" and isinstance(v, int | float):
+                        self._tb.add_scalar(k, v, row["epoch"])
+                self._tb.flush()
         if cfg.log_path:
             Path(cfg.log_path).parent.mkdir(parents=True, exist_ok=True)
             with open(cfg.log_path, "a") as f:
