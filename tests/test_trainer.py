@@ -124,3 +124,32 @@ def test_lightgcn_gradient_matches_dense_autograd():
     final = (e0 + dense @ e0 + dense @ (dense @ e0)) / 3
     (final[:6].sum() * 2 + (final[6:] ** 2).sum()).backward()
     np.testing.assert_allclose(got.numpy(), e0.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bpr", "ccl"])
+def test_mf_shared_negatives_learn_planted_groups(loss):
+    data = planted(seed=6)
+    m = make_mf(epochs=15, normalize=True, temperature=0.2, loss=loss, shared_negatives=True,
+                n_negatives=16).fit(data)
+    items, _ = m.recommend(np.arange(data.n_users), k=5)
+    own = (items // 20) == (np.arange(data.n_users)[:, None] % 2)
+    assert own.mean() > 0.9
+
+
+def test_shared_negatives_mask_the_users_own_positives():
+    data = planted(seed=7)
+    m = make_mf(epochs=1, shared_negatives=True, n_negatives=40).fit(data)
+    x = data.csr()
+    batch = {"user": torch.arange(4), "item": torch.as_tensor(x.indices[x.indptr[:4]]).long()}
+    # with all 40 items as shared negatives, each user's positives must be masked: the loss equals
+    # a softmax over the positive and the user's non-positive items only (negatives' logits
+    # corrected by -log q = +log 40 for the uniform sampler)
+    m.sampler_.draw = lambda n, generator=None: torch.arange(40)
+    got = m._loss(batch, torch.Generator()).item()
+    p, q = m.embeddings()
+    seen = x.toarray()[:4].astype(bool)
+    logits = (p[:4] @ q.T / m.temperature).detach()
+    pos = logits[torch.arange(4), batch["item"]]
+    neg = (logits + np.log(40)).masked_fill(torch.as_tensor(seen), float("-inf"))
+    expected = (torch.logsumexp(torch.cat([pos[:, None], neg], 1), 1) - pos).mean().item()
+    assert abs(got - expected) < 1e-4

@@ -43,6 +43,9 @@ class MF(NeuralRecommender):
         margin, neg_weight: CCL margin and negative weight (SimpleX).
         use_bias: add a learned item bias (not used with cosine scores).
         normalize: score by cosine similarity (L2-normalised embeddings) instead of dot product.
+        shared_negatives: draw one set of `n_negatives` items per batch, shared by all its
+            examples (a [B, d] x [d, N] product instead of [B, N, d] gathers: ~10x cheaper on
+            CPU); a user's own positives among them are masked out of the loss.
         init_std: std of the normal initialisation.
     """
 
@@ -51,11 +54,12 @@ class MF(NeuralRecommender):
     def __init__(self, dim: int = 64, loss: str = "softmax", n_negatives: int = 256, sampler: str = "uniform",
                  temperature: float = 0.1, margin: float = 0.9, neg_weight: float | None = None,
                  use_bias: bool = False, normalize: bool = True, init_std: float = 0.1,
-                 device: str = "auto", **train: Any) -> None:
+                 shared_negatives: bool = False, device: str = "auto", **train: Any) -> None:
         super().__init__(device, **train)
         self.dim, self.loss, self.n_negatives, self.sampler = dim, loss, n_negatives, sampler
         self.temperature, self.margin, self.neg_weight = temperature, margin, neg_weight
         self.use_bias, self.normalize, self.init_std = use_bias, normalize, init_std
+        self.shared_negatives = shared_negatives
 
     @property
     def _cosine(self) -> bool:
@@ -100,10 +104,23 @@ class MF(NeuralRecommender):
 
     def _loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         u, i = batch["user"], batch["item"]
-        neg = self.sampler_.sample(u, self.n_negatives, generator=generator)
         tables = self.embeddings()
         pos_s = self._pair_scores(u, i, tables)
-        neg_s = self._pair_scores(u, neg, tables)
+        if self.shared_negatives:
+            neg = self.sampler_.draw(self.n_negatives, generator)  # [N], one set for the batch
+            neg_s = tables[0].index_select(0, u) @ tables[1].index_select(0, neg).T
+            if self.use_bias and not self._cosine:
+                neg_s = neg_s + self.module_.item_bias.weight.squeeze(-1)[neg]
+            b, n = neg_s.shape
+            hits = self.sampler_.positives.contains(u.repeat_interleave(n), neg.repeat(b)).view(b, n)
+            neg_logq = self.sampler_.logq(neg).expand(b, n)
+        else:
+            neg = self.sampler_.sample(u, self.n_negatives, generator=generator)  # [B, N]
+            neg_s = self._pair_scores(u, neg, tables)
+            hits = losses.accidental_hits(i, neg)
+            neg_logq = self.sampler_.logq(neg)
+        # a masked negative contributes exactly nothing to any of the losses below
+        neg_s = neg_s.float().masked_fill(hits, -1e9)
         if self.loss == "bpr":
             return losses.bpr_loss(pos_s, neg_s)
         if self.loss == "bce":
@@ -111,8 +128,8 @@ class MF(NeuralRecommender):
         if self.loss == "ccl":
             return losses.cosine_contrastive_loss(pos_s, neg_s, margin=self.margin, neg_weight=self.neg_weight)
         return losses.sampled_softmax_loss(
-            pos_s, neg_s, pos_logq=None, neg_logq=self.sampler_.logq(neg), temperature=self.temperature,
-            remove_accidental_hits=losses.accidental_hits(i, neg),
+            pos_s, neg_s, pos_logq=None, neg_logq=neg_logq, temperature=self.temperature,
+            remove_accidental_hits=hits,
         )
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -196,6 +196,11 @@ class _ExcludingSampler:
         raise NotImplementedError
 
     # -- public API --------------------------------------------------------------------------------
+    def draw(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` items from the sampling distribution with no exclusion: negatives shared by a
+        whole batch. Mask the user's positives among them with ``positives.contains``."""
+        return self._draw(n, generator if generator is not None else self.generator)
+
     def sample(self, users: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Draw ``n`` negatives per user.
 
