@@ -23,15 +23,9 @@ from safetensors.torch import load_file, save_file
 
 from recstack import __version__
 from recstack.data.dataset import Interactions
+from recstack.evaluation.ranking import resolve_device, topk
 
 _REGISTRY: dict[str, type[Recommender]] = {}
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class Recommender:
@@ -107,8 +101,6 @@ class Recommender:
         Ties are broken towards the lower item index. With `exclude_seen`, items the user
         interacted with in the training data are never returned.
         """
-        from recstack.evaluation.ranking import topk  # local import: evaluation imports models
-
         self._check_fitted()
         users = np.atleast_1d(np.asarray(users, dtype=np.int64))
         if users.size and (users.min() < 0 or users.max() >= self.n_users_):
