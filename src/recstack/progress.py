@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,10 +10,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 console = Console(stderr=True)
-
-
-def _enabled() -> bool:
-    return console.is_terminal or not sys.stderr.closed
 
 
 @contextmanager
@@ -27,7 +22,7 @@ def step(description: str) -> Iterator[dict]:
     t0 = time.perf_counter()
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-        console=console, transient=True, disable=not _enabled(),
+        console=console, transient=True,
     ) as prog:
         prog.add_task(description, total=None)
         yield info
@@ -39,7 +34,7 @@ def bar(description: str, total: int) -> Progress:
     """A determinate progress bar; use as `with bar(...) as p: ... p.advance(0, n)`."""
     prog = Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console, transient=True, disable=not _enabled(),
+        TimeElapsedColumn(), console=console, transient=True,
     )
     prog.add_task(description, total=total)
     return prog

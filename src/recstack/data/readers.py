@@ -554,15 +554,6 @@ def _read_sep_lines(path: Path, sep: str, names: list[str], want: dict[str, str]
 # =============================================================================================
 # encoding ids, building Interactions and feature tables
 # =============================================================================================
-def _fit_vocab(s: pl.Series, name: str) -> Vocab:
-    return Vocab.fit(s, name)
-
-
-def _encode(vocab: Vocab, s: pl.Series) -> np.ndarray:
-    """Raw ids -> indices, -1 where unknown (callers report those with file and line)."""
-    return vocab.encode(s, strict=False)
-
-
 def _build(
     users: pl.Series,
     items: pl.Series,
@@ -578,8 +569,8 @@ def _build(
 ) -> Interactions:
     """Encode ids and assemble an `Interactions` (same dtypes as `from_raw`)."""
     # the user vocabulary may also hold users without interactions (lightgcn)
-    uv = _fit_vocab(users if all_users is None else all_users, "user_id")
-    iv = _fit_vocab(items, "item_id")
+    uv = Vocab.fit(users if all_users is None else all_users, "user_id")
+    iv = Vocab.fit(items, "item_id")
 
     def arr(x: pl.Series | None, dtype) -> np.ndarray | None:
         return None if x is None else x.to_numpy().astype(dtype, copy=False)
@@ -588,8 +579,8 @@ def _build(
     if timestamp is not None:
         ts = arr(timestamp, np.int64 if timestamp.dtype.is_integer() else np.float64)
     return Interactions(
-        user=_encode(uv, users),
-        item=_encode(iv, items),
+        user=uv.encode(users, strict=False),
+        item=iv.encode(items, strict=False),
         user_vocab=uv,
         item_vocab=iv,
         rating=arr(rating, np.float32),
@@ -615,7 +606,7 @@ def _rows_for(vocab: Vocab, ids: pl.Series, path: Path, first_line: int, field: 
         first = _first_true((ids == ids[i]).fill_null(False).to_numpy())
         raise DataError(f"duplicate id {_show(ids[i])} (first on line {first_line + first})",
                         path=str(path), line=first_line + i, field=field)
-    pos = _encode(vocab, ids)
+    pos = vocab.encode(ids, strict=False)
     keep = pos >= 0
     row_of = np.full(len(vocab), -1, np.int64)
     row_of[pos[keep]] = np.flatnonzero(keep)
@@ -631,8 +622,8 @@ def _gather(s: pl.Series, row_of: np.ndarray) -> pl.Series:
 def _categorical(s: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """(codes, vocabulary) with code -1 for null."""
     s = _as_ids(s)
-    voc = _fit_vocab(s.drop_nulls(), "value")
-    return _encode(voc, s), voc.raw
+    voc = Vocab.fit(s.drop_nulls(), "value")
+    return voc.encode(s, strict=False), voc.raw
 
 
 def _multihot(lists: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -643,8 +634,8 @@ def _multihot(lists: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     offsets = np.zeros(len(lens) + 1, np.int64)
     np.cumsum(lens, out=offsets[1:])
     flat = lists.explode().drop_nulls()
-    voc = _fit_vocab(flat, "value")
-    return offsets, _encode(voc, flat), voc.raw
+    voc = Vocab.fit(flat, "value")
+    return offsets, voc.encode(flat, strict=False), voc.raw
 
 
 def _numeric(s: pl.Series) -> np.ndarray:

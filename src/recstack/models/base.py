@@ -206,17 +206,6 @@ def csr_rows_torch(matrix: sp.csr_matrix, rows: np.ndarray, device: torch.device
         ).to(device)
 
 
-def csr_rows_dense(matrix: sp.csr_matrix, rows: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Dense float32 tensor of the selected CSR rows (for fold-in scoring of user histories)."""
-    sub = matrix[rows]
-    out = torch.zeros((len(rows), matrix.shape[1]), dtype=torch.float32, device=device)
-    coo = sub.tocoo()
-    out[torch.as_tensor(coo.row, device=device).long(), torch.as_tensor(coo.col, device=device).long()] = (
-        torch.as_tensor(coo.data, device=device, dtype=torch.float32)
-    )
-    return out
-
-
 def get_model_class(name: str) -> type[Recommender]:
     import recstack.models  # noqa: F401  (registers every model)
 
