@@ -1,6 +1,8 @@
 """Models. Importing this package registers every model under its `name`."""
 
 from recstack.models.base import Recommender, available_models, get_model_class
+from recstack.models.blend import Blend
+from recstack.models.bspm import BSPM, GFCF
 from recstack.models.ease import EASE
 from recstack.models.itemknn import ItemKNN
 from recstack.models.lightgcn import LightGCN
@@ -14,5 +16,5 @@ from recstack.models.youtube_dnn import YouTubeDNN
 
 __all__ = [
     "Recommender", "NeuralRecommender", "available_models", "get_model_class",
-    "MostPopular", "ItemKNN", "EASE", "MF", "LightGCN", "NeuMF", "MultVAE", "TwoTower", "YouTubeDNN",
+    "MostPopular", "ItemKNN", "EASE", "BSPM", "GFCF", "Blend", "MF", "LightGCN", "NeuMF", "MultVAE", "TwoTower", "YouTubeDNN",
 ]
