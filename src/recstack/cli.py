@@ -18,6 +18,8 @@ app = typer.Typer(help="recstack: deep-learning recommender systems.", no_args_i
                   pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Inspect and prepare data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+index_app = typer.Typer(help="Vector indexes for retrieval.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
 
 SPEC_HELP = ("data spec FORMAT:PATH, e.g. embedded, movielens:DIR, atomic:DIR, lightgcn:DIR, "
              "s3rec:FILE, sasrec:FILE, csv:FILE, parquet:FILE")
@@ -69,8 +71,20 @@ def data_prepare(
     kcore: Annotated[int, typer.Option(help="iterative k-core for users and items (0 = off)")] = 0,
     dedup: Annotated[bool, typer.Option(help="merge duplicate (user, item) pairs")] = False,
     seed: Annotated[int, typer.Option()] = 0,
+    streaming: Annotated[bool, typer.Option(help="out of core (Polars streaming) for csv:/parquet: files larger than memory; loo and kcore only")] = False,
 ) -> None:
     """Load, transform and split a data set; write Parquet files plus split.json."""
+    if streaming:  # never holds the interactions in memory
+        from recstack.data.streaming import prepare_spec
+
+        if implicit_threshold is not None or dedup:
+            _fail(ValueError("--streaming does not support --implicit-threshold or --dedup"))
+        try:
+            summary = prepare_spec(spec, out, split, kcore, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+        except (DataError, ValueError, OSError) as e:
+            _fail(e)
+        print(json.dumps(summary))
+        return
     from recstack.data.readers import load
     from recstack.data.transforms import deduplicate, save_split, to_implicit
     from recstack.data.transforms import kcore as kcore_fn
@@ -104,7 +118,7 @@ def data_prepare(
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option(help="model name, e.g. pop, itemknn, ease")],
+    model: Annotated[str, typer.Option(help="model name, e.g. pop, itemknn, ease; ranking (CTR) models such as deepfm report test AUC / LogLoss")],
     data: Annotated[str, typer.Option(help=SPEC_HELP)],
     split: Annotated[str | None, typer.Option(help="loo | temporal | ratio | given (default: the data set's standard protocol)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
@@ -116,10 +130,13 @@ def train(
     refit: Annotated[bool, typer.Option("--refit/--no-refit", help="neural models on a split without validation part: retrain on all train data for the best epoch count")] = True,
 ) -> None:
     """Train a model, evaluate it with the standard protocol; LAST stdout line is JSON."""
+    from recstack.distributed import init_from_env, is_main
     from recstack.experiment import ExperimentConfig, run_experiment
 
+    device = init_from_env(device)  # under torchrun: join the job, DDP in the Trainer
     cfg = ExperimentConfig(model=model, data=data, split=split, device=device, params=parse_sets(set_),
-                           exclude_seen=exclude_seen, implicit_threshold=implicit_threshold, seed=seed, out=out, refit=refit)
+                           exclude_seen=exclude_seen, implicit_threshold=implicit_threshold, seed=seed,
+                           out=out if is_main() else None, refit=refit)
     try:
         result = run_experiment(cfg)
     except (DataError, ValueError) as e:
@@ -131,7 +148,8 @@ def train(
         table.add_row(k, f"{v:.4f}")
     console.print(table)
     console.print(f"[dim]{result['protocol']}; train {result['train_seconds']}s, eval {result['eval_seconds']}s on {result['device']}[/dim]")
-    print(json.dumps(result))
+    if is_main():  # one JSON line per job
+        print(json.dumps(result))
 
 
 @app.command()
@@ -140,6 +158,10 @@ def models() -> None:
     from recstack.models import available_models
 
     for name in available_models():
+        print(name)
+    from recstack.ranking import ranker_names
+
+    for name in ranker_names():  # ranking (CTR) models
         print(name)
 
 
@@ -155,6 +177,154 @@ def quickstart(
     best = summary["best_model"]
     print(json.dumps({"out": summary["out"], "best_model": best, "protocol": summary["protocol"],
                       "metrics": summary["models"][best]["metrics"], "device": summary["device"]}))
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers, got '{text}'") from None
+
+
+@index_app.command("bench")
+def index_bench(
+    n_items: Annotated[int, typer.Option(help="catalogue size")] = 100_000,
+    dim: Annotated[int, typer.Option(help="vector dimension")] = 64,
+    n_queries: Annotated[int, typer.Option(help="queries (recall and latency)")] = 1000,
+    k: Annotated[int, typer.Option(help="neighbours per query (recall@K)")] = 100,
+    kinds: Annotated[str, typer.Option(help="comma-separated: flat, ivf_flat, hnsw, ivf_pq")] = "hnsw,ivf_flat,ivf_pq",
+    clusters: Annotated[int, typer.Option(help="Gaussian clusters in the synthetic catalogue")] = 1000,
+    hnsw_m: Annotated[int, typer.Option(help="HNSW M")] = 32,
+    ef_construction: Annotated[int, typer.Option(help="HNSW efConstruction")] = 200,
+    ef_search: Annotated[str, typer.Option(help="HNSW efSearch values to sweep")] = "64,128,256",
+    nlist: Annotated[int, typer.Option(help="IVF cells")] = 1024,
+    nprobe: Annotated[str, typer.Option(help="IVF nprobe values to sweep")] = "16,64",
+    pq_m: Annotated[int, typer.Option(help="PQ sub-quantisers")] = 16,
+    exact_queries: Annotated[int, typer.Option(help="queries timed for exact search")] = 100,
+    threads: Annotated[int | None, typer.Option(help="torch / Faiss threads (default: all cores)")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path | None, typer.Option(help="write the result JSON here too")] = None,
+) -> None:
+    """Recall@K against exact search and single-query latency of each index kind on a synthetic
+    clustered catalogue; LAST stdout line is JSON."""
+    from recstack.index.bench import run_bench
+    from recstack.index.config import IndexConfig
+
+    if threads is not None:
+        import faiss
+        import torch
+
+        torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(threads)
+    try:
+        base = IndexConfig(hnsw_m=hnsw_m, ef_construction=ef_construction, nlist=nlist, pq_m=pq_m)
+        result = run_bench(n_items, dim, n_queries, k, [x.strip() for x in kinds.split(",") if x.strip()],
+                           clusters, base, {"ef_search": _ints(ef_search), "nprobe": _ints(nprobe)},
+                           exact_queries, seed, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    except ValueError as e:
+        _fail(e)
+    table = Table(title=f"recall@{k} and latency, {n_items:,} x {dim}")
+    for c in ("kind", "params", "build s", f"recall@{k}", "ms p50", "ms p99", "x exact"):
+        table.add_column(c)
+    for r in result["rows"]:
+        table.add_row(r["kind"], json.dumps(r["params"]), f"{r['build_seconds']:.1f}", f"{r['recall']:.4f}",
+                      f"{r['latency_ms_p50']:.3f}", f"{r['latency_ms_p99']:.3f}", str(r["speedup_vs_exact"]))
+    console.print(table)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result))
+
+
+@app.command("export")
+def export_cmd(
+    out: Annotated[Path, typer.Argument(help="bundle directory to write")],
+    data: Annotated[str | None, typer.Option(help=SPEC_HELP + " (overrides the recipe)")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="export recipe (JSON / YAML), see ExportRecipe")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="recipe override key=value; dotted keys reach nested options, e.g. two_tower.epochs=3")] = None,
+    holdout: Annotated[bool, typer.Option("--holdout/--no-holdout", help="fit on the leave-one-out history only (for offline evaluation)")] = False,
+    version: Annotated[str | None, typer.Option(help="bundle version label (default: UTC timestamp)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing bundle at OUT")] = False,
+) -> None:
+    """Train the serving stack (two-tower + index, item-to-item, transitions, EASE) and write a
+    bundle; LAST stdout line is JSON."""
+    from recstack.serving.bundle import read_manifest
+    from recstack.serving.export import ExportRecipe, export_bundle, recipe_with_overrides
+
+    try:
+        base = ExportRecipe.load(recipe) if recipe else ExportRecipe()
+        r = recipe_with_overrides(base, {**parse_sets(set_), **({"data": data} if data else {}),
+                                         **({"holdout": True} if holdout else {})})
+        path = export_bundle(r, out, version=version, overwrite=overwrite,
+                             log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    except (DataError, ValueError, FileExistsError) as e:
+        _fail(e)
+    m = read_manifest(path, verify=False)
+    print(json.dumps({"bundle": str(path), "version": m["version"], "files": len(m["files"]),
+                      "train_seconds": m["info"].get("train_seconds", {})}))
+
+
+@app.command("serve")
+def serve_cmd(
+    bundle: Annotated[Path, typer.Argument(help="bundle directory (or a symlink to one)")],
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    admin_token: Annotated[str | None, typer.Option(envvar="RECSTACK_ADMIN_TOKEN", help="enables POST /admin/reload (hot swap)")] = None,
+    threads: Annotated[int, typer.Option(help="compute threads per process")] = 1,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="check bundle file hashes on load")] = True,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+) -> None:
+    """Serve a bundle over HTTP (FastAPI + uvicorn) until SIGINT / SIGTERM (graceful)."""
+    from recstack.serving.app import ServiceSettings
+    from recstack.serving.server import serve
+
+    console.print(f"serving {bundle} on http://{host}:{port} (docs at /docs)")
+    serve(bundle, host, port, ServiceSettings(admin_token=admin_token, verify_bundle=verify),
+          threads=threads, log_level=log_level)
+
+
+@app.command("loadtest")
+def loadtest_cmd(
+    url: Annotated[str, typer.Argument(help="service base URL (loopback only), e.g. http://127.0.0.1:8000")],
+    bundle: Annotated[Path | None, typer.Option(help="draw request bodies from this bundle's ids")] = None,
+    payloads: Annotated[Path | None, typer.Option(help="JSON-lines file of request bodies")] = None,
+    rate: Annotated[float, typer.Option(help="requests per second (open loop)")] = 100.0,
+    duration: Annotated[float, typer.Option(help="seconds (at most 600)")] = 30.0,
+    requests: Annotated[int, typer.Option(help="request cap")] = 100_000,
+    concurrency: Annotated[int, typer.Option(help="requests in flight at most")] = 64,
+    k: Annotated[int, typer.Option(help="k of generated requests")] = 10,
+    swap_at: Annotated[float | None, typer.Option(help="hot swap after this many seconds")] = None,
+    swap_to: Annotated[Path | None, typer.Option(help="bundle to swap to (default: reload the served path)")] = None,
+    admin_token: Annotated[str | None, typer.Option(envvar="RECSTACK_ADMIN_TOKEN", help="admin token for the swap")] = None,
+    out: Annotated[Path | None, typer.Option(help="write the report JSON here too")] = None,
+) -> None:
+    """Fixed-rate load against POST /recommend: QPS, p50 / p95 / p99, errors; LAST stdout line is
+    JSON; exit code 1 when any request (or the swap) failed."""
+    import os
+
+    from recstack.serving.loadtest import bundle_payloads, read_payloads, run_loadtest
+
+    try:
+        if (bundle is None) == (payloads is None):
+            raise ValueError("give exactly one of --bundle or --payloads")
+        bodies = bundle_payloads(bundle, k=k) if bundle else read_payloads(payloads)
+        swap = {"at": swap_at, "path": swap_to, "token": admin_token} if swap_at is not None else None
+        load_before = os.getloadavg()
+        rep = run_loadtest(url, bodies, rate, duration, requests, concurrency=concurrency, swap=swap)
+    except (ValueError, OSError) as e:
+        _fail(e)
+    result = rep.to_dict() | {"loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg())}
+    lat = rep.latency_ms
+    console.print(f"{rep.sent} requests in {rep.duration_s:.1f} s: {rep.qps:.1f} QPS, p50 {lat.get('p50')} ms, "
+                  f"p95 {lat.get('p95')} ms, p99 {lat.get('p99')} ms, errors {rep.errors} {rep.error_kinds or ''}")
+    if rep.swap is not None:
+        console.print(f"swap at {rep.swap['at_s']} s: status {rep.swap.get('status')}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result))
+    if rep.errors or (rep.swap is not None and rep.swap.get("status") != 200):
+        raise typer.Exit(code=1)
 
 
 def main() -> None:  # pragma: no cover

@@ -94,7 +94,10 @@ def build_model(cfg: ExperimentConfig) -> Recommender:
 def evaluate(model: Recommender, sp: Split, proto: Protocol, ks=(5, 10, 20), progress: bool = True,
              return_topk: bool = False):
     """Full-ranking evaluation of `model` on the split's test part."""
-    history = sp.history("train+valid").csr() if sp.valid is not None else sp.train.csr()
+    known = sp.history("train+valid") if sp.valid is not None else sp.train
+    if hasattr(model, "set_history"):  # sequential models predict the item after all known ones
+        model.set_history(known)
+    history = known.csr()
     return evaluate_ranking(
         model.score_all,
         test=sp.test.csr(),
@@ -107,7 +110,7 @@ def evaluate(model: Recommender, sp: Split, proto: Protocol, ks=(5, 10, 20), pro
 
 
 def fit_model(model: Recommender, sp: Split, seed: int = 0, valid_frac: float = 0.05,
-              refit: bool = True) -> dict[str, Any]:
+              refit: bool = True, exclude_seen: bool = True) -> dict[str, Any]:
     """Fit `model` on the split's known data the way its kind needs; return facts for the log.
 
     - Non-neural baselines have nothing to tune on validation data: they are fitted on
@@ -116,12 +119,23 @@ def fit_model(model: Recommender, sp: Split, seed: int = 0, valid_frac: float = 
       train/test split such as Gowalla's) a random `valid_frac` of each user's training
       interactions is held out for early stopping, never the test set; with `refit` the model is
       then trained again on all training data for the best number of epochs.
+    - Sequential models (those with `set_history`) validate like the test is run: known items
+      are excluded only when `exclude_seen` (the protocol's choice); afterwards their inputs
+      become train + valid, so the valid item is part of the test input.
     """
     from recstack.models.neural import NeuralRecommender
 
     if not isinstance(model, NeuralRecommender):
         model.fit(sp.history("train+valid") if sp.valid is not None else sp.train)
         return {"fit_on": "train+valid" if sp.valid is not None else "train"}
+    if sp.valid is not None and hasattr(model, "set_history"):
+        import scipy.sparse
+
+        nothing = scipy.sparse.csr_matrix((sp.n_users, sp.n_items), dtype=np.float32)
+        model.fit(sp.train, valid=sp.valid, valid_exclude=None if exclude_seen else nothing)
+        model.set_history(sp.history("train+valid"))
+        return {"fit_on": "train", "early_stopping_on": "valid", "best_epoch": model.train_result_.best_epoch,
+                "history": model.train_result_.history}
     if sp.valid is not None:
         model.fit(sp.train, valid=sp.valid)
         return {"fit_on": "train", "early_stopping_on": "valid", "best_epoch": model.train_result_.best_epoch,
@@ -143,12 +157,18 @@ def fit_model(model: Recommender, sp: Split, seed: int = 0, valid_frac: float = 
 
 def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     """Fit `cfg.model` on `cfg.data` and evaluate it with the standard protocol."""
+    from recstack.ranking.base import is_ranker
+
+    if is_ranker(cfg.model):  # ranking (CTR) models: AUC / LogLoss on a CTR task
+        from recstack.ranking.experiment import run_ctr_experiment
+
+        return run_ctr_experiment(cfg)
     np.random.seed(cfg.seed)
     data, sp, proto = prepare(cfg)
     model = build_model(cfg)
     with step(f"fitting {cfg.model}"):
         t0 = time.perf_counter()
-        fit_info = fit_model(model, sp, seed=cfg.seed, refit=cfg.refit)
+        fit_info = fit_model(model, sp, seed=cfg.seed, refit=cfg.refit, exclude_seen=proto.exclude_seen)
         train_seconds = time.perf_counter() - t0
     with step("evaluating (full ranking)"):
         result = evaluate(model, sp, proto, cfg.ks)
@@ -174,3 +194,38 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         if "history" in fit_info:
             (d / "history.json").write_text(json.dumps(fit_info["history"], indent=2))
     return out
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """An `ExperimentConfig` from a YAML (or JSON) file with the dataclass's fields as keys:
+
+        model: sasrec
+        data: s3rec:../shared/data/amazon-beauty/Beauty.txt
+        params: {max_len: 50, dim: 64}
+
+    Raises:
+        ValueError: unreadable file, not a mapping, unknown keys, or missing `model` / `data`.
+    """
+    import dataclasses
+
+    import yaml
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"{p}: cannot read config: {e}") from e
+    if not isinstance(raw, dict):
+        raise ValueError(f"{p}: a config must be a mapping of ExperimentConfig fields, got {type(raw).__name__}")
+    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ValueError(f"{p}: unknown field(s) {unknown}; valid: {sorted(fields)}")
+    missing = [k for k in ("model", "data") if k not in raw]
+    if missing:
+        raise ValueError(f"{p}: missing required field(s) {missing}")
+    if not isinstance(raw.get("params", {}), dict):
+        raise ValueError(f"{p}: field 'params' must be a mapping of hyper-parameters")
+    if "ks" in raw:
+        raw["ks"] = tuple(int(k) for k in raw["ks"])
+    return ExperimentConfig(**raw)

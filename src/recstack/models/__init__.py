@@ -11,10 +11,12 @@ from recstack.models.multvae import MultVAE
 from recstack.models.neumf import NeuMF
 from recstack.models.neural import NeuralRecommender
 from recstack.models.pop import MostPopular
+from recstack.models.sequential import BERT4Rec, Caser, GRU4Rec, SASRec, SequentialRecommender
 from recstack.models.two_tower import TwoTower
 from recstack.models.youtube_dnn import YouTubeDNN
 
 __all__ = [
     "Recommender", "NeuralRecommender", "available_models", "get_model_class",
     "MostPopular", "ItemKNN", "EASE", "BSPM", "GFCF", "Blend", "MF", "LightGCN", "NeuMF", "MultVAE", "TwoTower", "YouTubeDNN",
+    "SequentialRecommender", "GRU4Rec", "Caser", "SASRec", "BERT4Rec",
 ]

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from recstack.data.dataset import Interactions
-from recstack.evaluation.ranking import evaluate_ranking
+from recstack.distributed.metrics import evaluate_ranking_sharded
 from recstack.models.base import Recommender, resolve_device
 from recstack.training.trainer import TrainConfig, Trainer, TrainResult
 
@@ -84,7 +84,8 @@ class NeuralRecommender(Recommender):
             exclude = self.seen_ if valid_exclude is None else valid_exclude
 
             def validate() -> dict[str, float]:
-                res = evaluate_ranking(self.score_all, test, exclude, ks=(k,), device=str(self.device_))
+                # under torchrun each rank ranks its block of users; per-user values are gathered
+                res = evaluate_ranking_sharded(self.score_all, test, exclude, ks=(k,), device=str(self.device_))
                 return res.summary()
 
         self.train_result_: TrainResult = Trainer(self.train_config).fit(

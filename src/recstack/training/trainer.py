@@ -4,6 +4,8 @@ The model hands over its training examples as tensors already on the device and 
 function over a batch of them; the trainer shuffles with its own generator, slices batches
 (no DataLoader, no per-sample Python), steps the optimiser under bf16 autocast on GPU,
 validates, stops early, checkpoints atomically every epoch and resumes exactly.
+Under torchrun (a process group of more than one rank) it trains data-parallel with DDP, each
+rank on its part of every global batch (`recstack.distributed.ddp`); rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
+from recstack.distributed.ddp import DataParallelLoss
+from recstack.distributed.env import is_distributed
 from recstack.progress import bar, console
 from recstack.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -113,11 +117,14 @@ class Trainer:
         examples: dict[str, torch.Tensor],
         validate: Callable[[], dict[str, float]] | None = None,
         device: torch.device | None = None,
+        make_optimizer: Callable[[nn.Module, TrainConfig], torch.optim.Optimizer] | None = None,
     ) -> TrainResult:
         """Train `module` on `examples` (aligned tensors, first dimension = examples).
 
         `validate()` returns metrics (higher is better for `monitor`); the best epoch's weights
         are restored at the end. With a checkpoint_dir, an existing checkpoint is resumed.
+        `make_optimizer(module, config)` replaces `build_optimizer`, for models whose parts
+        want different optimisers (e.g. FTRL for a wide part, row-wise Adagrad for sparse tables).
         """
         cfg = self.config
         device = device or next(module.parameters()).device
@@ -125,7 +132,7 @@ class Trainer:
         gen = torch.Generator(device=device)
         gen.manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        opt = build_optimizer(module, cfg)
+        opt = (make_optimizer or build_optimizer)(module, cfg)
         sched = (
             torch.optim.lr_scheduler.ReduceLROnPlateau(
                 opt, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
@@ -157,6 +164,9 @@ class Trainer:
             best_weights = saved.get("best_weights")
             state = saved["trainer"]
             console.print(f"[dim]resumed from {ckpt} at epoch {state['epoch']}[/dim]")
+        # under torchrun: DDP on each rank's slice of every global batch; rank 0 alone writes
+        ddp = DataParallelLoss(module, loss_fn, device, ckpt is not None) if is_distributed() else None
+        main = ddp is None or ddp.rank == 0
 
         t_start = time.perf_counter()
         n_batches = math.ceil(n / cfg.batch_size)
@@ -165,11 +175,14 @@ class Trainer:
         for epoch in range(state["epoch"], cfg.epochs):
             module.train()
             t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=gen, device=device)
-            prog = bar(f"epoch {epoch + 1}/{cfg.epochs}", n_batches) if cfg.progress else None
+            perm = torch.randperm(n, generator=gen, device=device)  # the same on every rank
+            prog = bar(f"epoch {epoch + 1}/{cfg.epochs}", n_batches) if cfg.progress and main else None
             with prog or contextlib.nullcontext():
-                total = self._epoch(module, loss_fn, examples, perm, opt, gen, use_amp, prog,
-                                    f"epoch {epoch + 1}/{cfg.epochs}")
+                total = self._epoch(module, loss_fn, examples, perm, opt,
+                                    gen if ddp is None else ddp.sample_generator(cfg.seed, epoch),
+                                    use_amp, prog, f"epoch {epoch + 1}/{cfg.epochs}", ddp)
+            if ddp is not None:
+                total = ddp.average(total)
             train_loss = float(total) / n_batches
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
@@ -199,8 +212,9 @@ class Trainer:
                     stop = cfg.patience > 0 and state["bad_evals"] >= cfg.patience
             state["history"].append(row)
             state["epoch"] = epoch + 1
-            self._report(row)
-            if ckpt is not None:
+            if main:
+                self._report(row)
+            if ckpt is not None and main:  # world-size independent: weights are replicated
                 payload = {
                     "model": module.state_dict(),
                     "optimizer": opt.state_dict(),
@@ -229,17 +243,22 @@ class Trainer:
 
     def _epoch(self, module: nn.Module, loss_fn: LossFn, examples: dict[str, torch.Tensor],
                perm: torch.Tensor, opt: torch.optim.Optimizer, gen: torch.Generator, use_amp: bool,
-               prog: Progress | None, label: str) -> torch.Tensor:
-        """One pass over the examples in `perm` order; returns the summed batch losses."""
+               prog: Progress | None, label: str,
+               ddp: DataParallelLoss | None = None) -> torch.Tensor:
+        """One pass over the examples in `perm` order; returns the summed batch losses.
+        With `ddp`, each global batch is cut to this rank's part (see DataParallelLoss)."""
         cfg = self.config
         n_batches = math.ceil(len(perm) / cfg.batch_size)
         device = perm.device
         total = torch.zeros((), device=device)
         for b in range(n_batches):
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            weight = 1.0
+            if ddp is not None:
+                idx, weight = ddp.shard(idx)
             batch = {k: v[idx] for k, v in examples.items()}
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = loss_fn(batch, gen)
+                loss = loss_fn(batch, gen) if ddp is None else ddp(batch, gen, weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

@@ -1,0 +1,217 @@
+"""The four-stage pipeline: retrieval -> coarse ranking -> fine ranking -> re-ranking, with
+per-stage timings and a trace of which source and stage placed each returned item."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from recstack.pipeline.assets import Assets
+from recstack.pipeline.config import PipelineConfig, SourceConfig, StageConfig
+from recstack.pipeline.matrices import top_n
+from recstack.pipeline.merge import merge
+from recstack.pipeline.rankers import Ranker, RankerContext
+from recstack.pipeline.request import Request, encode_request
+from recstack.pipeline.rerank import Reranker
+from recstack.pipeline.sources import (
+    AnnSource,
+    CandidateSource,
+    NeighbourSource,
+    SequenceModelSource,
+    StaticSource,
+)
+
+STAGES = ("coarse", "fine")
+
+
+@dataclass
+class ItemTrace:
+    """How one returned item got there."""
+
+    item: int
+    sources: list[str]  # the sources that proposed it ("promoted" when a rule inserted it)
+    source_ranks: dict[str, int]  # 0-based rank in each proposing source's list
+    scores: dict[str, float | None]  # retrieval (fused), coarse, fine, final; None = not scored
+    rule: str  # the re-ranking rule that placed it (score, freshness, mmr, category_cap, promoted)
+
+
+@dataclass
+class PipelineResult:
+    items: np.ndarray
+    scores: np.ndarray
+    trace: list[ItemTrace]
+    timings_ms: dict[str, float]
+    counts: dict[str, int]
+    cold_start: bool
+    skipped: list[str] = field(default_factory=list)  # stages whose ranker abstained
+
+    def trace_dicts(self) -> list[dict[str, Any]]:
+        return [asdict(t) for t in self.trace]
+
+
+class Pipeline:
+    """A built pipeline: call `request(...)` to encode raw ids, then `run(request)`."""
+
+    def __init__(self, config: PipelineConfig, assets: Assets, sources: Sequence[CandidateSource],
+                 stages: Sequence[tuple[str, StageConfig, Ranker]], reranker: Reranker,
+                 blocked: np.ndarray) -> None:
+        self.config, self.assets, self.sources = config, assets, list(sources)
+        self.stages, self.reranker, self.blocked = list(stages), reranker, blocked
+        self.weights = [s.weight for s in config.sources]
+
+    # ---- requests -------------------------------------------------------------------------------
+    def request(self, user_id: Any = None, history: Sequence[Any] = (), k: int | None = None,
+                exclude_items: Sequence[Any] = (), categories: Sequence[str] = (),
+                exclude_categories: Sequence[str] = (),
+                context: Mapping[str, Any] | None = None) -> tuple[Request, list[str]]:
+        """Encode raw ids into a `Request` (+ warnings about ignored ids). k out of
+        [1, max_k] is an error; unknown ids are not."""
+        cfg = self.config
+        k = cfg.default_k if k is None else int(k)
+        if not 1 <= k <= cfg.max_k:
+            raise ValueError(f"k must be in [1, {cfg.max_k}], got {k}")
+        return encode_request(self.assets.catalog, self.assets.users, user_id=user_id, history=history,
+                              k=k, exclude_items=exclude_items, categories=categories,
+                              exclude_categories=exclude_categories, context=context,
+                              history_len=cfg.history_len, filter_seen=cfg.rerank.filter_seen,
+                              blocked=self.blocked)
+
+    # ---- the stages -----------------------------------------------------------------------------
+    def run(self, req: Request) -> PipelineResult:
+        """Run all stages for one request."""
+        clock = time.perf_counter
+        timings: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        t_start = clock()
+        lists = []
+        for src in self.sources:
+            t0 = clock()
+            items, scores = src.candidates(req)
+            timings[f"source.{src.name}"] = (clock() - t0) * 1e3
+            counts[f"source.{src.name}"] = len(items)
+            lists.append((items, scores))
+        t0 = clock()
+        cands = merge(lists, self.weights, self.config.max_candidates)
+        timings["merge"] = (clock() - t0) * 1e3
+        timings["retrieval"] = (clock() - t_start) * 1e3
+        counts["merged"] = len(cands)
+
+        last, skipped = "retrieval", []
+        for name, stage, ranker in self.stages:
+            t0 = clock()
+            s = ranker.score(req.user, cands.items, req.history, req.context) if len(cands) else None
+            if s is None:
+                skipped.append(name)
+                s = np.full(len(cands), np.nan, np.float32)
+                order = np.arange(min(stage.keep, len(cands)))
+            else:
+                s = np.asarray(s, np.float32)
+                if s.shape != cands.items.shape:
+                    raise ValueError(f"ranker '{ranker.name}' returned {s.shape} scores for {len(cands)} items")
+                order = np.lexsort((np.arange(len(s)), -s))[: stage.keep]  # ties keep earlier order
+                last = name
+            cands.scores[name] = s
+            cands = cands.take(order)
+            timings[name] = (clock() - t0) * 1e3
+            counts[name] = len(cands)
+
+        t0 = clock()
+        out = self.reranker.run(cands.items, cands.scores[last], req)
+        trace = self._trace(cands, out)
+        timings["rerank"] = (clock() - t0) * 1e3
+        timings["total"] = (clock() - t_start) * 1e3
+        counts["returned"] = len(out.items)
+        return PipelineResult(out.items, out.scores, trace, timings, counts, req.cold_start, skipped)
+
+    def similar(self, item: int, k: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """The `k` items most similar to item index `item` -> (items, scores, source name).
+
+        Item-to-item neighbours (the first item2item source's matrix) come first; an item with
+        too few neighbours is completed from the first ANN source's index with its own vector.
+        """
+        if not 0 <= item < self.assets.catalog.n_items:
+            raise IndexError(f"item index {item} out of range")
+        items, scores, used = np.zeros(0, np.int64), np.zeros(0, np.float32), []
+        for src in self.sources:
+            if isinstance(src, NeighbourSource) and src.kind == "item2item":
+                m = src.matrix
+                cols, vals = m.indices[m.indptr[item] : m.indptr[item + 1]], m.data[m.indptr[item] : m.indptr[item + 1]]
+                keep = (cols != item) & (vals > 0)
+                items, scores = top_n(cols[keep].astype(np.int64), vals[keep].astype(np.float32), k)
+                used.append(src.name)
+                break
+        if len(items) < k:
+            for src in self.sources:
+                if isinstance(src, AnnSource):
+                    s, i = src.index.search(src.encoder.item_table[item], k + 1 + len(items))
+                    ids, sc = i[0], s[0]
+                    keep = (ids >= 0) & (ids != item) & ~np.isin(ids, items)
+                    need = k - len(items)
+                    items = np.concatenate([items, ids[keep][:need]])
+                    scores = np.concatenate([scores, sc[keep][:need]])
+                    used.append(src.name)
+                    break
+        if not used:
+            raise LookupError("no item2item or ann source in this pipeline to find similar items")
+        return items[:k], scores[:k], "+".join(used)
+
+    def _trace(self, cands, out) -> list[ItemTrace]:
+        """Per returned item (k of them, not per candidate)."""
+        names = [s.name for s in self.sources]
+        stage_names = ["retrieval", *(n for n, _, _ in self.stages)]
+        pos = out.positions  # -1: promoted from outside the candidates
+        ranks = cands.source_ranks[:, np.maximum(pos, 0)] if len(cands) else None
+        table = {n: cands.scores[n][np.maximum(pos, 0)].tolist() for n in stage_names} if len(cands) else {}
+        trace = []
+        for j, item in enumerate(out.items.tolist()):
+            p = int(pos[j])
+            if p < 0:
+                srcs, r, scores = ["promoted"], {}, {n: None for n in stage_names}
+            else:
+                r = {names[s]: int(ranks[s, j]) for s in range(len(names)) if ranks[s, j] >= 0}
+                srcs = list(r)
+                scores = {n: (None if np.isnan(table[n][j]) else float(table[n][j])) for n in stage_names}
+            final = float(out.scores[j])
+            scores["final"] = None if np.isnan(final) else final
+            trace.append(ItemTrace(int(item), srcs, r, scores, out.rules[j]))
+        return trace
+
+
+# ---- building ------------------------------------------------------------------------------------
+def _source(cfg: SourceConfig, assets: Assets) -> CandidateSource:
+    if cfg.kind == "ann":
+        return AnnSource(cfg.name, assets.encoder(cfg.model), assets.index(cfg.index), cfg.n)
+    if cfg.kind == "sequential" and cfg.model is not None:
+        return SequenceModelSource(cfg.name, assets.model(cfg.model), cfg.n, cfg.last_n)
+    if cfg.kind in ("item2item", "sequential"):
+        return NeighbourSource(cfg.name, assets.matrix(cfg.matrix), cfg.n, cfg.last_n, cfg.decay, cfg.kind)
+    values = assets.catalog.popularity if cfg.kind == "popular" else assets.catalog.freshness
+    return StaticSource(cfg.name, values, cfg.n)
+
+
+def _encode_config_ids(assets: Assets, ids: Sequence[Any], what: str) -> np.ndarray:
+    idx = assets.catalog.id_map.lookup(list(ids))
+    if (idx < 0).any():
+        bad = [ids[j] for j in np.flatnonzero(idx < 0)][:5]
+        raise ValueError(f"pipeline config: unknown {what} item id(s) {bad}")
+    return idx
+
+
+def build_pipeline(config: PipelineConfig, assets: Assets) -> Pipeline:
+    """Instantiate the sources, rankers and re-ranker that `config` declares from `assets`."""
+    assets.history_len = config.history_len
+    sources = [_source(s, assets) for s in config.sources]
+    ctx = RankerContext(assets, config.rankers)
+    stages = [(name, st, ctx.ranker(st.ranker)) for name in STAGES
+              if (st := getattr(config, name)) is not None]
+    rr = config.rerank
+    vectors = assets.encoder(rr.mmr_model).item_table if rr.mmr_model else None
+    promoted_idx = _encode_config_ids(assets, [p.item for p in rr.promoted], "promoted")
+    promoted = [(int(i), p.slot) for i, p in zip(promoted_idx, rr.promoted, strict=True)]
+    blocked = np.unique(_encode_config_ids(assets, rr.blocked_items, "blocked"))
+    reranker = Reranker(rr, assets.catalog, vectors, promoted)
+    return Pipeline(config, assets, sources, stages, reranker, blocked.astype(np.int64))

@@ -1,0 +1,190 @@
+"""`recstack export`: train the serving stack on a data set and write a bundle.
+
+The recipe is data (`ExportRecipe`, loadable from JSON / YAML): which data, the models'
+hyper-parameters, the index and the pipeline. With `holdout`, models are fitted on the
+leave-one-out history only (train + valid), so the held-out items can evaluate the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from recstack.data.dataset import Interactions
+from recstack.data.readers import load
+from recstack.data.transforms import split, to_implicit
+from recstack.experiment import standard_protocol
+from recstack.index.config import IndexConfig
+from recstack.index.embeddings import item_vectors
+from recstack.index.factory import build_index
+from recstack.models import EASE, ItemKNN, TwoTower
+from recstack.pipeline.catalog import ItemCatalog, UserStore
+from recstack.pipeline.config import PipelineConfig
+from recstack.pipeline.matrices import dense_top_k, transition_matrix
+from recstack.serving.bundle import write_bundle
+
+
+def default_pipeline() -> dict[str, Any]:
+    """The pipeline `export` writes unless the recipe gives one (as a plain dict)."""
+    return {
+        "sources": [
+            {"name": "two_tower", "kind": "ann", "model": "two_tower", "index": "two_tower", "n": 200},
+            {"name": "item2item", "kind": "item2item", "matrix": "itemknn", "n": 200, "last_n": 20, "decay": 0.9},
+            {"name": "sequential", "kind": "sequential", "matrix": "transitions", "n": 100, "last_n": 3, "decay": 0.5},
+            {"name": "popular", "kind": "popular", "n": 50, "weight": 0.5},
+            {"name": "fresh", "kind": "fresh", "n": 20, "weight": 0.2},
+        ],
+        "rankers": {
+            # each signal is one ranker; the stages blend their z-scores over the candidates
+            "two_tower": {"kind": "recommender", "model": "two_tower"},
+            "recent_i2i": {"kind": "matrix", "matrix": "itemknn", "history_len": 20, "decay": 0.9},
+            "next_item": {"kind": "matrix", "matrix": "transitions", "history_len": 3, "decay": 0.5},
+            "ease": {"kind": "matrix", "matrix": "ease", "history_len": 100},
+            "popularity": {"kind": "popularity"},
+            # weights: equal, next-item x2 and the re-ranking strengths chosen on the validation
+            # item (benchmarks/bench_pipeline.py on a holdout_part=valid bundle), never the test
+            "coarse": {"kind": "blend", "parts": [{"ranker": "two_tower", "weight": 1.0},
+                                                  {"ranker": "recent_i2i", "weight": 1.0},
+                                                  {"ranker": "next_item", "weight": 2.0}]},
+            "fine": {"kind": "blend", "parts": [{"ranker": "two_tower", "weight": 1.0},
+                                                {"ranker": "recent_i2i", "weight": 1.0},
+                                                {"ranker": "next_item", "weight": 2.0},
+                                                {"ranker": "ease", "weight": 1.0},
+                                                {"ranker": "popularity", "weight": 0.5}]},
+        },
+        "coarse": {"ranker": "coarse", "keep": 200},
+        "fine": {"ranker": "fine", "keep": 50},
+        "rerank": {"filter_seen": True, "freshness_weight": 0.0, "mmr_lambda": 0.95,
+                   "mmr_model": "two_tower", "category_cap": 5},
+        "history_len": 100,
+    }
+
+
+@dataclass
+class ExportRecipe:
+    """What `export_bundle` trains and writes.
+
+    Args:
+        data: data spec (see `recstack.data.readers.load`).
+        holdout: fit on the leave-one-out history only (test items held out for evaluation).
+        holdout_part: with `holdout`, "test" fits on train + valid (the held-out item is each
+            user's last one) and "valid" fits on train only (target: the second-to-last item;
+            for choosing pipeline settings without touching the test items).
+        implicit_threshold: keep ratings >= this (None = every rating is an interaction).
+        category_field: item feature used for category filters and caps.
+        two_tower: TwoTower hyper-parameters (the retrieval model and the coarse ranker).
+        itemknn: ItemKNN hyper-parameters (the item-to-item source's similarities).
+        ease: EASE hyper-parameters (None = no EASE); its weight matrix, pruned to the
+            `ease_top_k` largest weights per row, is the item-item part of the fine ranker.
+        transitions: `transition_matrix` options (the sequential source).
+        index: IndexConfig options for the two-tower item index.
+        pipeline: PipelineConfig as a dict (None = `default_pipeline()`).
+        seed: training seed.
+    """
+
+    data: str = "embedded"
+    holdout: bool = False
+    holdout_part: str = "test"
+    implicit_threshold: float | None = None
+    category_field: str | None = "genres"
+    two_tower: dict[str, Any] = field(default_factory=lambda: {
+        "dim": 64, "tower": [128], "epochs": 5, "batch_size": 1024, "use_history": True})
+    itemknn: dict[str, Any] = field(default_factory=lambda: {"k": 100, "shrink": 10.0})
+    ease: dict[str, Any] | None = field(default_factory=lambda: {"l2": 500.0})
+    ease_top_k: int = 500
+    transitions: dict[str, Any] = field(default_factory=lambda: {"top_k": 50, "window": 3})
+    index: dict[str, Any] = field(default_factory=lambda: {"kind": "hnsw", "hnsw_m": 16,
+                                                          "ef_construction": 100, "ef_search": 128})
+    pipeline: dict[str, Any] | None = None
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExportRecipe:
+        known = {f.name for f in fields(cls)}
+        bad = set(d) - known
+        if bad:
+            raise ValueError(f"export recipe: unknown key(s) {sorted(bad)}; valid: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExportRecipe:
+        text = Path(path).read_text()
+        return cls.from_dict(yaml.safe_load(text) if str(path).endswith((".yaml", ".yml")) else json.loads(text))
+
+
+def training_data(recipe: ExportRecipe) -> tuple[Interactions, Any]:
+    """(the interactions models are fitted on, the leave-one-out split or None)."""
+    data = load(recipe.data)
+    if recipe.implicit_threshold is not None:
+        data = to_implicit(data, recipe.implicit_threshold)
+    if not recipe.holdout:
+        return data, None
+    if recipe.holdout_part not in ("test", "valid"):
+        raise ValueError(f"export recipe: holdout_part must be 'test' or 'valid', got {recipe.holdout_part!r}")
+    sp = split(data, standard_protocol(data).split)
+    return (sp.history("train+valid") if recipe.holdout_part == "test" else sp.train), sp
+
+
+def export_bundle(recipe: ExportRecipe, out: str | Path, version: str | None = None,
+                  overwrite: bool = False, log=print) -> Path:
+    """Train the recipe's models and write the bundle to `out`."""
+    if Path(out).exists() and not overwrite:  # before minutes of training, not after
+        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    torch.manual_seed(recipe.seed)
+    np.random.seed(recipe.seed)
+    config = PipelineConfig.from_dict(recipe.pipeline or default_pipeline())  # validate first
+    t0 = time.perf_counter()
+    data, _ = training_data(recipe)
+    log(f"data: {len(data):,} interactions, {data.n_users:,} users, {data.n_items:,} items")
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn):
+        t = time.perf_counter()
+        out_ = fn()
+        timings[name] = round(time.perf_counter() - t, 2)
+        log(f"{name}: {timings[name]} s")
+        return out_
+
+    tt = timed("two_tower", lambda: TwoTower(device="cpu", progress=False, patience=0,
+                                             seed=recipe.seed, **recipe.two_tower).fit(data))
+    knn = timed("itemknn", lambda: ItemKNN(device="cpu", **recipe.itemknn).fit(data))
+    matrices = {"itemknn": knn.sim_.tocsr()}
+    if recipe.ease is not None:
+        ease = timed("ease", lambda: EASE(device="cpu", **recipe.ease).fit(data))
+        matrices["ease"] = dense_top_k(ease.B_, recipe.ease_top_k)
+        del ease
+    matrices["transitions"] = timed("transitions", lambda: transition_matrix(data, **recipe.transitions))
+    index = timed("index", lambda: build_index(item_vectors(tt), IndexConfig.from_dict(recipe.index)))
+    info = {"recipe": asdict(recipe), "train_seconds": timings,
+            "data": {"interactions": len(data), "users": data.n_users, "items": data.n_items}}
+    path = write_bundle(
+        out, config, ItemCatalog.from_interactions(data, recipe.category_field),
+        UserStore.from_interactions(data), models={"two_tower": tt},
+        indexes={"two_tower": index}, matrices=matrices,
+        version=version, info=info, overwrite=overwrite)
+    log(f"bundle written to {path} in {time.perf_counter() - t0:.1f} s")
+    return path
+
+
+def recipe_with_overrides(recipe: ExportRecipe, overrides: dict[str, Any]) -> ExportRecipe:
+    """A copy of `recipe` with `overrides` applied; dotted keys reach into the dict-valued options
+    (``{"two_tower.epochs": 3}``)."""
+    d = asdict(recipe)
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if head not in d:
+            raise ValueError(f"export recipe: unknown key '{head}'; valid: {sorted(d)}")
+        if rest:
+            if not isinstance(d[head], dict):
+                raise ValueError(f"export recipe: '{head}' is not a mapping; cannot set '{key}'")
+            d[head] = {**d[head], rest: value}
+        else:
+            d[head] = value
+    return ExportRecipe.from_dict(d)

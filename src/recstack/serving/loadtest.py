@@ -1,0 +1,179 @@
+"""`recstack loadtest URL`: open-loop load at a fixed rate against a loopback service.
+
+Requests are sent on a fixed schedule (not "as fast as the last answer allows"), and latency is
+measured from each request's scheduled time, so a stalled server shows up in the percentiles
+instead of silently lowering the offered load. Bounded: a request count and a duration cap, and
+only loopback addresses are accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import socket
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import numpy as np
+
+MAX_DURATION = 600.0
+MAX_REQUESTS = 1_000_000
+
+
+def check_loopback(url: str) -> None:
+    """Raise ValueError unless `url` is http(s) to a loopback address."""
+    u = urlparse(url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError(f"loadtest: '{url}' is not an http(s) URL")
+    try:
+        infos = socket.getaddrinfo(u.hostname, None)
+    except socket.gaierror as e:
+        raise ValueError(f"loadtest: cannot resolve '{u.hostname}': {e}") from None
+    addrs = {info[4][0] for info in infos}
+    if not addrs or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs):
+        raise ValueError(f"loadtest: only loopback targets are allowed; '{u.hostname}' resolves to {sorted(addrs)}")
+
+
+def bundle_payloads(bundle: str | Path, n: int = 2000, seed: int = 0, k: int = 10,
+                    known: float = 0.7, anonymous: float = 0.2) -> list[dict[str, Any]]:
+    """Request bodies drawn from a bundle's ids: `known` share by user id, `anonymous` share by a
+    real user's last 1-20 items, the rest cold start (no user, no history)."""
+    bundle = Path(bundle)
+    users = np.load(bundle / "users" / "ids.npy", allow_pickle=False)
+    indptr = np.load(bundle / "users" / "indptr.npy", allow_pickle=False)
+    hist = np.load(bundle / "users" / "items.npy", allow_pickle=False)
+    items = np.load(bundle / "catalog" / "ids.npy", allow_pickle=False)
+    rng = np.random.default_rng(seed)
+    kinds = rng.choice(3, size=n, p=[known, anonymous, 1 - known - anonymous])
+    who = rng.integers(0, len(users), size=n)
+    lens = rng.integers(1, 21, size=n)
+    out = []
+    for kind, u, length in zip(kinds.tolist(), who.tolist(), lens.tolist(), strict=True):
+        if kind == 0:
+            out.append({"user_id": users[u].item(), "k": k})
+        elif kind == 1:
+            seq = hist[indptr[u] : indptr[u + 1]][-length:]
+            out.append({"history": items[seq].tolist(), "k": k})
+        else:
+            out.append({"k": k})
+    return out
+
+
+@dataclass
+class LoadReport:
+    url: str
+    rate: float
+    duration_s: float
+    sent: int
+    ok: int
+    errors: int
+    error_kinds: dict[str, int]
+    qps: float  # completed requests per second of wall time
+    latency_ms: dict[str, float]  # p50, p95, p99, max, mean (from the scheduled send time)
+    swap: dict[str, Any] | None = None
+    p99_ms_by_second: list[float] = field(default_factory=list)  # by scheduled send second
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def _run(url: str, path: str, payloads: Sequence[dict], rate: float, duration: float,
+               max_requests: int, concurrency: int, timeout: float,
+               swap: dict[str, Any] | None) -> LoadReport:
+    n = min(max_requests, int(rate * duration))
+    lat = np.full(n, np.nan)
+    kinds: Counter[str] = Counter()
+    ok = 0
+    sem = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
+        start = time.perf_counter() + 0.05
+
+        async def one(j: int) -> None:
+            nonlocal ok
+            due = start + j / rate
+            async with sem:
+                try:
+                    r = await client.post(path, json=payloads[j % len(payloads)])
+                    if r.status_code == 200:
+                        ok += 1
+                    else:
+                        kinds[f"http {r.status_code}"] += 1
+                except httpx.HTTPError as e:
+                    kinds[type(e).__name__] += 1
+            lat[j] = time.perf_counter() - due
+
+        swap_result: dict[str, Any] | None = None
+
+        async def do_swap() -> None:
+            nonlocal swap_result
+            await asyncio.sleep(max(0.0, start + swap["at"] - time.perf_counter()))
+            t0 = time.perf_counter()
+            body = {"path": str(swap["path"])} if swap.get("path") else {}
+            try:
+                r = await client.post("/admin/reload", json=body, timeout=120.0,
+                                      headers={"X-Admin-Token": swap.get("token") or ""})
+                swap_result = {"at_s": swap["at"], "status": r.status_code, "seconds": time.perf_counter() - t0,
+                               "response": r.json()}
+            except httpx.HTTPError as e:
+                swap_result = {"at_s": swap["at"], "status": None, "error": repr(e)}
+
+        tasks = []
+        swap_task = asyncio.create_task(do_swap()) if swap else None
+        for j in range(n):
+            delay = start + j / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(j)))
+        await asyncio.gather(*tasks)
+        if swap_task is not None:
+            await swap_task
+        wall = time.perf_counter() - start
+    ms = lat[np.isfinite(lat)] * 1e3
+    pct = {f"p{q}": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)} if ms.size else {}
+    if ms.size:
+        pct |= {"max": round(float(ms.max()), 3), "mean": round(float(ms.mean()), 3)}
+    errors = sum(kinds.values())
+    second = (np.arange(n) / rate).astype(int)
+    by_second = [round(float(np.percentile(lat[(second == s) & np.isfinite(lat)] * 1e3, 99)), 2)
+                 for s in range(int(second.max(initial=-1)) + 1) if np.isfinite(lat[second == s]).any()]
+    return LoadReport(url, rate, round(wall, 3), n, ok, errors, dict(kinds), round((ok + errors) / wall, 2),
+                      pct, swap_result, by_second)
+
+
+def run_loadtest(url: str, payloads: Sequence[dict], rate: float = 100.0, duration: float = 30.0,
+                 max_requests: int = 100_000, path: str = "/recommend", concurrency: int = 64,
+                 timeout: float = 10.0, swap: dict[str, Any] | None = None) -> LoadReport:
+    """Send `min(max_requests, rate * duration)` POSTs of `payloads` (cycled) to `url + path` at
+    `rate` per second. `swap` = {"at": seconds, "path": bundle or None, "token": admin token}
+    triggers a hot swap during the run."""
+    check_loopback(url)
+    if not payloads:
+        raise ValueError("loadtest: no payloads")
+    if not 0 < rate <= 10_000:
+        raise ValueError(f"loadtest: rate must be in (0, 10000], got {rate}")
+    if not 0 < duration <= MAX_DURATION:
+        raise ValueError(f"loadtest: duration must be in (0, {MAX_DURATION:.0f}] s, got {duration}")
+    if not 1 <= max_requests <= MAX_REQUESTS:
+        raise ValueError(f"loadtest: max_requests must be in [1, {MAX_REQUESTS}], got {max_requests}")
+    return asyncio.run(_run(url.rstrip("/"), path, payloads, rate, duration, max_requests,
+                            concurrency, timeout, swap))
+
+
+def read_payloads(path: str | Path) -> list[dict[str, Any]]:
+    """Request bodies from a JSON-lines file."""
+    out = []
+    for j, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{j}: not JSON ({e})") from None
+    return out

@@ -1,0 +1,71 @@
+"""Prometheus metrics of one service instance (its own registry: no global state), and a pure
+ASGI middleware that counts and times every request by route template."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_STAGES = ("retrieval", "coarse", "fine", "rerank", "total")
+_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServiceMetrics:
+    """The service's counters and histograms."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("recstack_http_requests_total", "HTTP requests by route and status",
+                                ["route", "method", "status"], registry=r)
+        self.latency = Histogram("recstack_http_request_seconds", "HTTP request latency by route",
+                                 ["route"], buckets=_BUCKETS, registry=r)
+        self.stage = Histogram("recstack_pipeline_stage_seconds", "pipeline stage latency",
+                               ["stage"], buckets=_BUCKETS, registry=r)
+        self.cold_start = Counter("recstack_cold_start_total", "requests served by the cold-start path", registry=r)
+        self.warnings = Counter("recstack_request_warnings_total", "warnings returned (e.g. unknown ids)", registry=r)
+        self.swaps = Counter("recstack_bundle_swaps_total", "bundle hot swaps", ["result"], registry=r)
+        for stage in _STAGES:  # export the series at 0 before the first request
+            self.stage.labels(stage)
+        self.bundle = Gauge("recstack_bundle_loaded_timestamp_seconds", "load time of the served bundle",
+                            ["version"], registry=r)
+
+    def observe_stages(self, timings_ms: dict[str, float]) -> None:
+        for stage in _STAGES:
+            if stage in timings_ms:
+                self.stage.labels(stage).observe(timings_ms[stage] / 1e3)
+
+    def set_bundle(self, version: str) -> None:
+        self.bundle.clear()
+        self.bundle.labels(version).set(time.time())
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts requests and observes latency, labelled by route template (`/items/{item_id}/similar`,
+    not the raw path, to bound label cardinality)."""
+
+    def __init__(self, app, metrics: ServiceMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(label, scope.get("method", ""), str(status["code"])).inc()
+            self.metrics.latency.labels(label).observe(time.perf_counter() - t0)

@@ -1,0 +1,101 @@
+"""Request and response bodies of the HTTP service (pydantic: validated, in the OpenAPI)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_K = 1000  # hard schema bound; the bundle's pipeline.max_k is the effective one
+MAX_HISTORY = 500
+MAX_IDS = 1000
+
+# raw ids are ints or strings, as in the training data
+RawId = int | Annotated[str, Field(max_length=256)]
+ContextValue = bool | int | float | Annotated[str, Field(max_length=256)]
+
+
+class Filters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    exclude_items: list[RawId] = Field(default_factory=list, max_length=MAX_IDS,
+                                       description="item ids never to return")
+    categories: list[Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=list, max_length=64, description="return only items of these categories")
+    exclude_categories: list[Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=list, max_length=64, description="never return items of these categories")
+
+
+class RecommendRequest(BaseModel):
+    """A user id, a list of recent items, or both; neither = the cold-start path."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"user_id": 1, "k": 10}, {"history": [1, 32, 260], "k": 5, "explain": True}]})
+
+    user_id: RawId | None = Field(None, description="known user id; unknown ids are ignored with a warning")
+    history: list[RawId] = Field(default_factory=list, max_length=MAX_HISTORY,
+                                 description="recent item ids, oldest first")
+    k: int = Field(10, ge=1, le=MAX_K, description="number of items (at most the bundle's max_k)")
+    filters: Filters = Field(default_factory=Filters)
+    context: dict[Annotated[str, Field(max_length=64)], ContextValue] = Field(
+        default_factory=dict, max_length=64, description="request context passed to the rankers")
+    explain: bool = Field(False, description="include per-stage scores and source ranks per item")
+
+
+class RecommendedItem(BaseModel):
+    item_id: int | str
+    score: float | None = Field(description="final re-ranking score (None for promoted items)")
+    sources: list[str] = Field(description="candidate sources that proposed the item")
+    rule: str = Field(description="re-ranking rule that placed it: score, freshness, mmr, category_cap, promoted")
+    stage_scores: dict[str, float | None] | None = None
+    source_ranks: dict[str, int] | None = None
+
+
+class RecommendResponse(BaseModel):
+    items: list[RecommendedItem]
+    warnings: list[str]
+    cold_start: bool
+    bundle_version: str
+    timings_ms: dict[str, float]
+    counts: dict[str, int]
+    skipped_stages: list[str]
+
+
+class SimilarItem(BaseModel):
+    item_id: int | str
+    score: float
+
+
+class SimilarResponse(BaseModel):
+    item_id: int | str
+    items: list[SimilarItem]
+    source: str
+    bundle_version: str
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    ready: bool
+    bundle_version: str | None
+    reason: str | None = None
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: Annotated[str, Field(max_length=4096)] | None = Field(
+        None, description="bundle directory; default: the path served (re-resolving symlinks)")
+
+
+class ReloadResponse(BaseModel):
+    previous_version: str
+    version: str
+    path: str
+    seconds: float
+
+
+class ErrorBody(BaseModel):
+    detail: str

@@ -1,0 +1,346 @@
+"""The four-stage pipeline: config as data, merge, sources, rankers, re-ranking rules, traces,
+and quality on a planted data set where the next item is predictable."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recstack.data import from_raw
+from recstack.data.dataset import FeatureTable
+from recstack.data.transforms import split
+from recstack.index import build_index, item_vectors
+from recstack.models import ItemKNN, TwoTower
+from recstack.pipeline import (
+    Assets,
+    ItemCatalog,
+    PipelineConfig,
+    RerankConfig,
+    UserStore,
+    build_pipeline,
+    evaluate_pipeline,
+    ranking_metrics,
+    register_ranker,
+    transition_matrix,
+)
+from recstack.pipeline.matrices import aggregate_rows, dense_top_k, keep_top_k
+from recstack.pipeline.merge import RRF_K, merge
+from recstack.pipeline.request import Request
+from recstack.pipeline.rerank import Reranker
+
+GROUPS, PER_GROUP, LENGTH = 3, 20, 15
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def planted(n_users: int = 90, seed: int = 0):
+    """User u walks through group u % 3's items in order (item i is followed by i + 1 within the
+    group); items have raw ids 1000 + i and genre g<group>; users have string ids."""
+    rng = np.random.default_rng(seed)
+    users, items, ts = [], [], []
+    for u in range(n_users):
+        g, start = u % GROUPS, rng.integers(PER_GROUP)
+        seq = g * PER_GROUP + (start + np.arange(LENGTH)) % PER_GROUP
+        users += [f"u{u}"] * LENGTH
+        items += (1000 + seq).tolist()
+        ts += (10_000 * u + np.arange(LENGTH)).tolist()
+    data = from_raw(np.array(users), np.array(items), timestamp=np.array(ts))
+    n = data.n_items
+    genre = (data.item_vocab.raw - 1000) // PER_GROUP
+    data.item_features = FeatureTable(n=n, multihot={"genres": (
+        np.arange(n + 1, dtype=np.int64), genre.astype(np.int64), np.array([f"g{g}" for g in range(GROUPS)]))})
+    return data
+
+
+def base_config(**over) -> dict:
+    cfg = {
+        "sources": [
+            {"name": "ann", "kind": "ann", "model": "tt", "index": "tt", "n": 30},
+            {"name": "i2i", "kind": "item2item", "matrix": "knn", "n": 30, "last_n": 5},
+            {"name": "seq", "kind": "sequential", "matrix": "trans", "n": 10, "last_n": 2, "decay": 0.5},
+            {"name": "pop", "kind": "popular", "n": 10, "weight": 0.5},
+            {"name": "fresh", "kind": "fresh", "n": 5, "weight": 0.2},
+        ],
+        "rankers": {"tt": {"kind": "recommender", "model": "tt"},
+                    "trans": {"kind": "matrix", "matrix": "trans", "history_len": 1},
+                    "fine": {"kind": "blend", "parts": [{"ranker": "tt", "weight": 0.2},
+                                                        {"ranker": "trans", "weight": 1.0}]}},
+        "coarse": {"ranker": "tt", "keep": 40},
+        "fine": {"ranker": "fine", "keep": 20},
+        "rerank": {"filter_seen": True},
+        "history_len": 20,
+    }
+    cfg.update(over)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def world():
+    torch.set_num_threads(1)
+    data = planted()
+    sp_ = split(data, "loo")
+    train = sp_.history("train+valid")
+    tt = TwoTower(dim=16, tower=(32,), id_dim=16, history_dim=16, use_history=True, epochs=8,
+                  batch_size=256, lr=1e-2, device="cpu", progress=False, patience=0).fit(train)
+    knn = ItemKNN(k=20, device="cpu").fit(train)
+    assets = Assets(ItemCatalog.from_interactions(train), UserStore.from_interactions(train),
+                    models={"tt": tt}, indexes={"tt": build_index(item_vectors(tt), kind="exact")},
+                    matrices={"knn": knn.sim_, "trans": transition_matrix(train, top_k=10)})
+    return {"data": data, "split": sp_, "train": train, "assets": assets}
+
+
+@pytest.fixture(scope="module")
+def pipe(world):
+    return build_pipeline(PipelineConfig.from_dict(base_config()), world["assets"])
+
+
+# ---- config ---------------------------------------------------------------------------------------
+def test_config_round_trip_and_validation(tmp_path):
+    cfg = PipelineConfig.from_dict(base_config(rerank={"mmr_lambda": 0.7, "mmr_model": "tt",
+                                                       "promoted": [{"item": 1005, "slot": 0}]}))
+    for name in ("p.json", "p.yaml"):
+        cfg.save(tmp_path / name)
+        assert PipelineConfig.load(tmp_path / name) == cfg
+    assert json.loads((tmp_path / "p.json").read_text())["rerank"]["promoted"] == [{"item": 1005, "slot": 0}]
+    bad = [
+        (base_config(extra=1), "unknown key"),
+        (base_config(sources=[{"name": "x", "kind": "magic"}]), "kind 'magic'"),
+        (base_config(sources=[{"name": "x", "kind": "ann"}]), "needs `model` and `index`"),
+        (base_config(coarse={"ranker": "nope", "keep": 5}), "not among rankers"),
+        (base_config(fine={"ranker": "tt", "keep": 50}), "exceeds coarse.keep"),
+        (base_config(rerank={"mmr_lambda": 0.5}), "needs mmr_model"),
+        (base_config(sources=[]), "at least one"),
+    ]
+    for d, msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            PipelineConfig.from_dict(d)
+
+
+def test_build_reports_unknown_assets(world):
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        build_pipeline(PipelineConfig.from_dict(base_config(
+            rankers={"tt": {"kind": "recommender", "model": "nope"}}, fine=None)), world["assets"])
+    with pytest.raises(ValueError, match="unknown promoted item"):
+        build_pipeline(PipelineConfig.from_dict(base_config(rerank={"promoted": [{"item": 7, "slot": 0}]})),
+                       world["assets"])
+    with pytest.raises(ValueError, match="cycle"):
+        build_pipeline(PipelineConfig.from_dict(base_config(
+            rankers={"tt": {"kind": "blend", "parts": [{"ranker": "tt"}]}},
+            coarse={"ranker": "tt", "keep": 40}, fine=None)), world["assets"])
+
+
+# ---- building blocks --------------------------------------------------------------------------------
+def test_merge_dedups_and_fuses_ranks_by_hand():
+    a = (np.array([5, 3, 9]), np.array([0.9, 0.8, 0.1], np.float32))
+    b = (np.array([3, 7]), np.array([10.0, 1.0], np.float32))
+    c = merge([a, b], [1.0, 2.0], max_candidates=10)
+    fused = {5: 1 / (RRF_K + 1), 3: 1 / (RRF_K + 2) + 2 / (RRF_K + 1), 9: 1 / (RRF_K + 3), 7: 2 / (RRF_K + 2)}
+    expected = sorted(fused, key=lambda i: (-fused[i], i))
+    assert c.items.tolist() == expected
+    np.testing.assert_allclose(c.scores["retrieval"], [fused[i] for i in expected], rtol=1e-6)
+    ranks = {int(i): c.source_ranks[:, j].tolist() for j, i in enumerate(c.items)}
+    assert ranks == {3: [1, 0], 7: [-1, 1], 5: [0, -1], 9: [2, -1]}
+    assert len(merge([a, b], [1.0, 2.0], max_candidates=2)) == 2
+    empty = merge([(np.zeros(0, np.int64), np.zeros(0, np.float32))], [1.0], 5)
+    assert len(empty) == 0
+
+
+def test_sparse_helpers_against_scipy():
+    rng = np.random.default_rng(0)
+    m = sp.random(30, 30, density=0.2, format="csr", random_state=1, dtype=np.float32)
+    seeds, w = np.array([4, 7, 4]), np.array([1.0, 0.5, 0.25])
+    expected = (sp.csr_matrix((w, (np.zeros(3, int), seeds)), shape=(1, 30)) @ m).toarray()[0]
+    np.testing.assert_allclose(aggregate_rows(m, seeds, w), expected, rtol=1e-5)
+    top = keep_top_k(m, 2)
+    for r in range(30):
+        row = m[r].toarray()[0]
+        kept = set(top[r].indices.tolist())
+        assert len(kept) == min(2, m[r].nnz) and all(row[j] >= row[np.setdiff1d(m[r].indices, list(kept))].max(initial=-1) for j in kept)
+    dense = torch.from_numpy(rng.random((6, 6)).astype(np.float32) + 0.1)
+    d = dense_top_k(dense, 3).toarray()
+    assert ((d != 0).sum(1) == 3).all()
+    np.testing.assert_allclose(np.sort(d, 1)[:, -1], dense.numpy().max(1))
+
+
+def test_transition_matrix_by_hand():
+    data = from_raw(np.array([0, 0, 0, 1, 1]), np.array([0, 1, 2, 0, 2]), timestamp=np.array([1, 2, 3, 1, 2]))
+    m = transition_matrix(data, top_k=5, window=2).toarray()
+    # user 0: 0->1 (gap 1), 1->2 (1), 0->2 (gap 2: 0.5); user 1: 0->2 (1)
+    np.testing.assert_allclose(m[0], np.array([0, 1, 1.5]) / 2.5, rtol=1e-6)
+    np.testing.assert_allclose(m[1], [0, 0, 1])
+    assert m[2].sum() == 0
+
+
+# ---- requests ---------------------------------------------------------------------------------------
+def test_request_encoding_warns_and_excludes(pipe, world):
+    users = world["assets"].users
+    uid = users.ids[0].item()
+    seen = users.history(0)
+    req, warnings = pipe.request(user_id=uid, history=[1001, 999_999, "x"], exclude_items=[1002, -5],
+                                 categories=["g0", "nope"])
+    assert any("2 unknown history item id(s)" in w for w in warnings)
+    assert any("excluded item id(s)" in w for w in warnings) and any("'nope'" in w for w in warnings)
+    assert req.user == 0 and req.history[-1] == 1 and set(seen) | {1, 2} <= set(req.exclude.tolist())
+    req2, w2 = pipe.request(user_id="stranger")
+    assert req2.user is None and req2.cold_start and w2 == ["unknown user id 'stranger' ignored"]
+    with pytest.raises(ValueError, match="k must be in"):
+        pipe.request(user_id=uid, k=0)
+
+
+def test_run_respects_filters_and_traces_every_item(pipe, world):
+    users, cat = world["assets"].users, world["assets"].catalog
+    for u in range(0, 90, 7):
+        uid = users.ids[u].item()
+        req, _ = pipe.request(user_id=uid, k=8, exclude_items=[1000, 1001], categories=["g1", "g2"])
+        res = pipe.run(req)
+        items = res.items
+        assert len(items) == 8 and len(set(items.tolist())) == 8
+        assert not set(items.tolist()) & (set(users.history(u).tolist()) | {0, 1})
+        assert (cat.primary_category[items] > 0).all()  # only g1 / g2
+        for t in res.trace:
+            assert t.sources and t.rule == "score"
+            assert set(t.scores) == {"retrieval", "coarse", "fine", "final"}
+            assert all(t.source_ranks[s] >= 0 for s in t.sources)
+        assert {"retrieval", "merge", "coarse", "fine", "rerank", "total"} <= set(res.timings_ms)
+        assert res.counts["coarse"] <= 40 and res.counts["fine"] <= 20
+
+
+def test_cold_start_and_anonymous_history(pipe, world):
+    res = pipe.run(pipe.request(k=5)[0])
+    assert res.cold_start and res.skipped == ["coarse", "fine"]
+    assert all(set(t.sources) <= {"pop", "fresh"} for t in res.trace) and len(res.items) == 5
+    # an anonymous session in group 1: the sequential source and rankers follow it
+    req, w = pipe.request(history=[1020, 1021, 1022], k=5)
+    res = pipe.run(req)
+    assert not res.cold_start and w == [] and res.skipped == []
+    assert res.items[:3].tolist() == [23, 24, 25]  # the walk 20 -> 21 -> 22 continues
+
+
+def test_custom_ranker_plugs_in_and_may_abstain(world):
+    calls = []
+
+    class Favour:
+        name = "favour"
+
+        def score(self, user, items, history, context):
+            calls.append(dict(context))
+            return None if context.get("abstain") else (items == 59).astype(np.float32)
+
+    register_ranker("favour_59", lambda name, spec, ctx: Favour())
+    cfg = base_config(rankers={"f": {"kind": "favour_59"}}, coarse={"ranker": "f", "keep": 40}, fine=None,
+                      sources=[{"name": "pop", "kind": "popular", "n": 60}])
+    p = build_pipeline(PipelineConfig.from_dict(cfg), world["assets"])
+    res = p.run(p.request(history=[1000], k=3, context={"device": "tv"})[0])
+    assert res.items[0] == 59 and calls[-1] == {"device": "tv"}
+    res = p.run(p.request(history=[1000], k=3, context={"abstain": True})[0])
+    assert res.skipped == ["coarse"] and res.trace[0].scores["coarse"] is None
+
+
+def test_ctr_ranker_adapter_speaks_raw_ids(world):
+    from recstack.pipeline.ctr import CTRRanker
+
+    calls = []
+
+    class FakeCTR:  # the recstack.ranking.Ranker serving method, two tasks
+        def score_candidates(self, user, items, history=None, context=None):
+            calls.append((user, items.tolist(), history, context))
+            return np.stack([items.astype(np.float32), -items.astype(np.float32)], 1)
+
+    a = world["assets"]
+    r = CTRRanker("din", FakeCTR(), a.catalog, a.users)
+    s = r.score(3, np.array([4, 2]), np.array([0, 1]), {"hour": 9})
+    assert s.tolist() == [1004.0, 1002.0]  # primary task, aligned with the items
+    assert calls == [(a.users.ids[3].item(), [1004, 1002], [1000, 1001], {"hour": 9})]
+    assert r.score(None, np.array([4]), np.zeros(0, np.int64), {}).tolist() == [1004.0]
+    assert calls[-1][0] is None
+    with pytest.raises(ValueError, match="unknown extra artefact 'din'"):
+        build_pipeline(PipelineConfig.from_dict(base_config(
+            rankers={"din": {"kind": "ctr", "extra": "din"}}, coarse={"ranker": "din", "keep": 40}, fine=None)), a)
+
+
+def test_sequence_model_source(world):
+    from recstack.pipeline.sources import SequenceModelSource
+
+    class NextItem:  # the SequentialRecommender serving method: the walk continues
+        n_items_ = 60
+
+        def recommend_sequence(self, histories, k=10):
+            last = histories[0][-1]
+            items = (last // PER_GROUP) * PER_GROUP + (last + 1 + np.arange(k)) % PER_GROUP
+            return items[None, :], -np.arange(k, dtype=np.float32)[None, :]
+
+    src = SequenceModelSource("sasrec", NextItem(), n=3)
+    req = Request(user=None, history=np.array([20, 21]), exclude=np.array([21, 22]), k=3)
+    items, scores = src.candidates(req)
+    assert items.tolist() == [23, 24, 25] and (np.diff(scores) < 0).all()
+    assert len(src.candidates(Request(None, np.zeros(0, np.int64), np.zeros(0, np.int64), 3))[0]) == 0
+    with pytest.raises(ValueError, match="either `matrix`"):
+        PipelineConfig.from_dict(base_config(sources=[{"name": "s", "kind": "sequential"}]))
+
+
+def test_similar_items(pipe):
+    items, scores, source = pipe.similar(5, 4)
+    assert source.startswith("i2i") and len(items) == 4 and 5 not in items.tolist()
+    assert ((items // PER_GROUP) == 0).all() and (np.diff(scores) <= 0).all()
+
+
+# ---- re-ranking rules -------------------------------------------------------------------------------
+def small_catalog(n: int = 6) -> ItemCatalog:
+    return ItemCatalog(np.arange(n) + 100, np.ones(n, np.float32), np.linspace(0, 1, n, dtype=np.float32),
+                       np.array(["a", "b"]), np.where(np.arange(n) < 3, 1, 2).astype(np.uint64),
+                       np.where(np.arange(n) < 3, 0, 1).astype(np.int32))
+
+
+def plain_request(k: int, exclude=()) -> Request:
+    return Request(user=None, history=np.zeros(0, np.int64), exclude=np.asarray(sorted(exclude), np.int64), k=k)
+
+
+def test_rerank_mmr_caps_promotion_freshness():
+    cat = small_catalog()
+    items = np.arange(6)
+    scores = np.array([1.0, 0.99, 0.98, 0.5, 0.4, 0.3])
+    vecs = np.array([[1, 0], [1, 0.01], [1, 0.02], [0, 1], [0.1, 1], [0.2, 1]], np.float32)
+    plain = Reranker(RerankConfig(), cat).run(items, scores, plain_request(3))
+    assert plain.items.tolist() == [0, 1, 2] and plain.rules == ["score"] * 3
+    mmr = Reranker(RerankConfig(mmr_lambda=0.5, mmr_model="m"), cat, vecs).run(items, scores, plain_request(3))
+    assert mmr.items.tolist()[:2] == [0, 3] and mmr.rules[1] == "mmr"  # diversity picks the other cluster
+    capped = Reranker(RerankConfig(category_cap=2), cat).run(items, scores, plain_request(4))
+    assert capped.items.tolist() == [0, 1, 3, 4] and capped.rules == ["score", "score", "category_cap", "category_cap"]
+    cat.freshness = np.array([0, 0, 0, 0, 0, 1], np.float32)  # only item 5 is new
+    fresh = Reranker(RerankConfig(freshness_weight=1.0), cat).run(items, scores, plain_request(2))
+    assert fresh.items.tolist() == [0, 5] and fresh.rules == ["score", "freshness"]
+    promo = Reranker(RerankConfig(promoted=[{"item": 105, "slot": 0}, {"item": 101, "slot": 2},
+                                            {"item": 104, "slot": 1}]), cat,
+                     promoted=[(5, 0), (1, 2), (4, 1)])
+    out = promo.run(items, scores, plain_request(3, exclude=[4]))  # 104 is excluded: not promoted
+    assert out.items.tolist() == [5, 0, 1] and out.rules == ["promoted", "score", "promoted"]
+    assert np.isnan(out.scores[0]) and out.positions[0] == 5
+
+
+# ---- quality ------------------------------------------------------------------------------------------
+def test_ranking_metrics_by_hand():
+    hits = np.array([[False, True, False], [False, False, False], [True, False, True]])
+    m = ranking_metrics(hits, np.array([1, 1, 2]), ks=(2, 3))
+    ndcg3 = (1 / np.log2(3) + 0 + (1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3))) / 3
+    assert m["ndcg@3"] == pytest.approx(ndcg3)
+    assert m["hr@2"] == pytest.approx(2 / 3) and m["recall@3"] == pytest.approx((1 + 0 + 1) / 3)
+
+
+def test_ranking_stages_add_value_on_planted_data(world):
+    """Retrieval alone (two-tower ANN) vs the full pipeline whose fine ranker knows the walk."""
+    test = world["split"].test.csr()
+    retrieval = PipelineConfig.from_dict(base_config(sources=base_config()["sources"][:1], coarse=None, fine=None))
+    r0 = evaluate_pipeline(build_pipeline(retrieval, world["assets"]), test)
+    r1 = evaluate_pipeline(build_pipeline(PipelineConfig.from_dict(base_config()), world["assets"]), test)
+    assert r1["users"] == 90 and r1["ndcg@10"] > 0.95 and r1["ndcg@10"] > r0["ndcg@10"] + 0.05
+    assert r1["ms.total"] > 0 and "ms.fine" in r1
