@@ -1,7 +1,7 @@
 """DLRM training throughput on synthetic Criteo-like batches (fwd + bwd + optimiser step).
 
 26 categorical fields with Criteo Kaggle cardinalities capped at --max-rows (1M: 26 tables of up
-to 1M rows, 7.1M rows in all), 13 dense features, embedding dim 128, batch 65,536, bf16 autocast
+to 1M rows, 5.57M rows in all), 13 dense features, embedding dim 128, batch 65,536, bf16 autocast
 on CUDA, MLPerf-style MLPs (bottom 512-256-dim, top 1024-1024-512-256-1).
 
 What makes the step fast:

@@ -62,6 +62,7 @@ def _finite(x: float) -> float | None:
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "the body is not valid JSON"},
     422: {"model": ErrorBody, "description": "invalid request"},
     503: {"model": ErrorBody, "description": "no bundle loaded yet"},
 }
@@ -98,12 +99,13 @@ def create_app(bundle_path: str | Path, settings: ServiceSettings | None = None)
         are ignored and reported in `warnings`."""
         b = bundle()  # one reference for the whole request: a swap cannot change it midway
         p = b.pipeline
-        if body.k > p.config.max_k:
-            raise HTTPException(422, f"k must be <= {p.config.max_k} for this bundle, got {body.k}")
+        k, clamp = min(body.k, p.config.max_k), body.k > p.config.max_k
         f = body.filters
-        req, warnings = p.request(user_id=body.user_id, history=body.history, k=body.k,
+        req, warnings = p.request(user_id=body.user_id, history=body.history, k=k,
                                   exclude_items=f.exclude_items, categories=f.categories,
                                   exclude_categories=f.exclude_categories, context=body.context)
+        if clamp:
+            warnings.append(f"k={body.k} exceeds this bundle's max_k; returning {k}")
         res = p.run(req)
         ids = b.assets.catalog.id_map.decode(res.items)
         items = []
@@ -132,8 +134,7 @@ def create_app(bundle_path: str | Path, settings: ServiceSettings | None = None)
         """Items most similar to `item_id` (item-to-item neighbours, completed by the ANN index)."""
         b = bundle()
         p = b.pipeline
-        if k > p.config.max_k:
-            raise HTTPException(422, f"k must be <= {p.config.max_k} for this bundle, got {k}")
+        k = min(k, p.config.max_k)
         idx = int(b.assets.catalog.id_map.lookup([item_id])[0])
         if idx < 0:
             raise HTTPException(404, f"unknown item id {item_id!r}")
@@ -167,7 +168,8 @@ def create_app(bundle_path: str | Path, settings: ServiceSettings | None = None)
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/admin/reload", response_model=ReloadResponse,
-              responses={401: {"model": ErrorBody, "description": "missing or wrong admin token"},
+              responses={400: {"model": ErrorBody, "description": "the body is not valid JSON"},
+                         401: {"model": ErrorBody, "description": "missing or wrong admin token"},
                          403: {"model": ErrorBody, "description": "admin endpoints disabled"},
                          409: {"model": ErrorBody, "description": "a swap is already running"},
                          422: {"model": ErrorBody, "description": "the bundle cannot be loaded"}})

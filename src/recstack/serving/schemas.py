@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-MAX_K = 1000  # hard schema bound; the bundle's pipeline.max_k is the effective one
+MAX_K = 100  # schema bound; a bundle with a smaller pipeline.max_k clamps k (with a warning)
 MAX_HISTORY = 500
 MAX_IDS = 1000
 
+def _integral(v: Any) -> Any:
+    """JSON Schema counts 1.0 as an integer: accept integral floats as ints (models are strict
+    otherwise: "10" is not 10, 0 is not false)."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+Int = Annotated[int, BeforeValidator(_integral)]
 # raw ids are ints or strings, as in the training data
-RawId = int | Annotated[str, Field(max_length=256)]
+RawId = Int | Annotated[str, Field(max_length=256)]
 ContextValue = bool | int | float | Annotated[str, Field(max_length=256)]
 
 
 class Filters(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no coercion: 0 is not false
 
     exclude_items: list[RawId] = Field(default_factory=list, max_length=MAX_IDS,
                                        description="item ids never to return")
@@ -29,13 +38,13 @@ class Filters(BaseModel):
 class RecommendRequest(BaseModel):
     """A user id, a list of recent items, or both; neither = the cold-start path."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
         "examples": [{"user_id": 1, "k": 10}, {"history": [1, 32, 260], "k": 5, "explain": True}]})
 
     user_id: RawId | None = Field(None, description="known user id; unknown ids are ignored with a warning")
     history: list[RawId] = Field(default_factory=list, max_length=MAX_HISTORY,
                                  description="recent item ids, oldest first")
-    k: int = Field(10, ge=1, le=MAX_K, description="number of items (at most the bundle's max_k)")
+    k: Int = Field(10, ge=1, le=MAX_K, description="number of items (clamped to the bundle's max_k)")
     filters: Filters = Field(default_factory=Filters)
     context: dict[Annotated[str, Field(max_length=64)], ContextValue] = Field(
         default_factory=dict, max_length=64, description="request context passed to the rankers")
@@ -84,7 +93,7 @@ class Ready(BaseModel):
 
 
 class ReloadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no coercion: 0 is not false
 
     path: Annotated[str, Field(max_length=4096)] | None = Field(
         None, description="bundle directory; default: the path served (re-resolving symlinks)")
@@ -98,4 +107,6 @@ class ReloadResponse(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    detail: str
+    """`detail`: a message, or FastAPI's list of validation errors (location, message, ...)."""
+
+    detail: str | list[dict[str, Any]]
