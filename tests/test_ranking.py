@@ -276,6 +276,10 @@ def test_registry_and_bad_params():
         Ranker("deepfm", features=feats, nope=1)
     with pytest.raises(ValueError, match="unknown ranking model"):
         Ranker("deepfmx", features=feats)
+    r = Ranker("deep-fm", features=feats, lr="3e-4", hidden=[8], epochs="3")  # as `--set` gives them
+    assert r.train_config.lr == 3e-4 and r.train_config.epochs == 3 and r.config.hidden == (8,)
+    with pytest.raises(ValueError, match="expected a number"):
+        Ranker("deepfm", features=feats, lr="fast")
 
 
 def test_cli_trains_a_ranker_and_prints_auc_logloss(tmp_path):

@@ -42,14 +42,27 @@ TRAIN_DEFAULTS: dict[str, Any] = dict(epochs=20, batch_size=1024, lr=1e-3, monit
 
 
 def _coerce(cls: type, params: dict[str, Any]) -> dict[str, Any]:
-    """Lists (from JSON / YAML) -> tuples where the dataclass field's default is a tuple."""
+    """Values from JSON / YAML (`--set`) -> the dataclass field's type: lists -> tuples where the
+    default is a tuple, text such as "3e-4" (YAML 1.1 reads it as a string) -> float or int."""
     out = dict(params)
     for f in dataclasses.fields(cls):
-        if f.name in out and isinstance(out[f.name], list):
-            out[f.name] = tuple(out[f.name])
-        elif f.name in out and f.default is not dataclasses.MISSING and isinstance(f.default, tuple) \
-                and isinstance(out[f.name], int | float):
-            out[f.name] = (out[f.name],)
+        if f.name not in out or f.default is dataclasses.MISSING:
+            continue
+        v, d = out[f.name], f.default
+        if isinstance(d, tuple) and isinstance(v, list):
+            out[f.name] = tuple(v)
+        elif isinstance(d, tuple) and isinstance(v, int | float | str):
+            out[f.name] = (v,)
+        elif isinstance(d, float) and isinstance(v, str | int) and not isinstance(v, bool):
+            try:
+                out[f.name] = float(v)
+            except ValueError:
+                raise ValueError(f"{f.name}: expected a number, got {v!r}") from None
+        elif isinstance(d, int) and not isinstance(d, bool) and isinstance(v, str):
+            try:
+                out[f.name] = int(v)
+            except ValueError:
+                raise ValueError(f"{f.name}: expected an integer, got {v!r}") from None
     return out
 
 
@@ -81,7 +94,8 @@ class Ranker:
                              f"{sorted(cfg_fields)}; training: {sorted(_TRAIN_FIELDS)}")
         cfg_kw = _coerce(self.module_cls.config_cls, {k: v for k, v in params.items() if k in cfg_fields})
         self.config: RankerConfig = self.module_cls.config_cls(**cfg_kw)
-        self.train_config = TrainConfig(**{**TRAIN_DEFAULTS, **{k: v for k, v in params.items() if k in _TRAIN_FIELDS}})
+        train_kw = _coerce(TrainConfig, {k: v for k, v in params.items() if k in _TRAIN_FIELDS})
+        self.train_config = TrainConfig(**{**TRAIN_DEFAULTS, **train_kw})
 
     # ---- parameters ------------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ only loopback addresses are accepted.
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import json
 import socket
@@ -163,8 +164,14 @@ def run_loadtest(url: str, payloads: Sequence[dict], rate: float = 100.0, durati
         raise ValueError(f"loadtest: duration must be in (0, {MAX_DURATION:.0f}] s, got {duration}")
     if not 1 <= max_requests <= MAX_REQUESTS:
         raise ValueError(f"loadtest: max_requests must be in [1, {MAX_REQUESTS}], got {max_requests}")
-    return asyncio.run(_run(url.rstrip("/"), path, payloads, rate, duration, max_requests,
-                            concurrency, timeout, swap))
+    enabled = gc.isenabled()
+    gc.disable()  # a collector pause in the load generator would be charged to the server
+    try:
+        return asyncio.run(_run(url.rstrip("/"), path, payloads, rate, duration, max_requests,
+                                concurrency, timeout, swap))
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def read_payloads(path: str | Path) -> list[dict[str, Any]]:
