@@ -67,6 +67,20 @@ def test_bspm_time_point_mean_and_blurring_euler_steps():
     np.testing.assert_allclose(got, (b1 + b2 + s1) / 3, atol=2e-4)
 
 
+def test_bspm_euler_sharpening_is_one_linear_step_per_step():
+    data, x = small_data(seed=3)
+    p, low = dense_filters(x, rank=4)
+    model = BSPM(rank=4, beta=0.2, sharpen_time=2.5, sharpen_steps=2, sharpen_solver="euler",
+                 power_iters=40, device="cpu").fit(data)
+    got = model.score_all(torch.arange(data.n_users)).numpy()
+    y = x @ p + 0.2 * low
+    for _ in range(2):
+        y = y - 1.25 * (y @ p)
+    np.testing.assert_allclose(got, y, atol=2e-4)
+    with pytest.raises(ValueError, match="sharpen_solver"):
+        BSPM(sharpen_solver="midpoint", device="cpu").fit(data)
+
+
 def test_bspm_recommend_save_load_roundtrip(tmp_path):
     data, x = small_data(seed=3)
     model = BSPM(rank=4, device="cpu").fit(data)

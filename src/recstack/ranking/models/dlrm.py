@@ -21,10 +21,29 @@ from recstack.ranking.base import CTRModule, RankerConfig
 from recstack.ranking.layers import MLP, Batch, FieldEmbedder
 
 
+class _Gram(torch.autograd.Function):
+    """``T -> T T^T`` per batch row with a one-product backward: ``dT = (dZ + dZ^T) T``.
+    Autograd's own backward of ``bmm(t, t.transpose)`` runs two products and adds the two
+    gradients of ``t`` (a full extra pass over ``[B, n, D]``)."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:  # noqa: D102
+        ctx.save_for_backward(t)
+        return torch.bmm(t, t.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:  # noqa: D102
+        (t,) = ctx.saved_tensors
+        return torch.bmm((g + g.transpose(1, 2)).to(t.dtype), t)
+
+
 def dot_interaction(t: Tensor, li: Tensor, lj: Tensor) -> Tensor:
-    """``[B, n, D]`` vectors -> their pairwise dot products ``[B, n(n-1)/2]``."""
-    z = torch.bmm(t, t.transpose(1, 2))
-    return z[:, li, lj]
+    """``[B, n, D]`` vectors -> their pairwise dot products ``[B, len(li)]`` at pairs ``(li, lj)``."""
+    n = t.shape[1]
+    z = _Gram.apply(t).flatten(1)
+    # one index_select on the flattened Gram matrix: its backward is an index_add along dim 1,
+    # where z[:, li, lj]'s is an accumulating index_put that sorts B * n(n-1)/2 indices
+    return z.index_select(1, li * n + lj)
 
 
 @dataclass
@@ -45,6 +64,9 @@ class DLRM(CTRModule):
         self.bottom = MLP(n_num, [*cfg.bottom, cfg.dim], None, 0.0) if n_num else None
         n = self.embed.n_fields + (1 if self.bottom is not None else 0)
         li, lj = torch.tril_indices(n, n, offset=-1)
+        # zero vectors pad the field count to a multiple of 8: tensor-core batched products
+        # need aligned shapes (27 fields ran a slow fallback kernel on an H100); pads are never read
+        self.n_pad = -n % 8
         self.register_buffer("li", li, persistent=False)
         self.register_buffer("lj", lj, persistent=False)
         top_in = len(li) + (cfg.dim if self.bottom is not None else 0)
@@ -60,6 +82,9 @@ class DLRM(CTRModule):
         if self.bottom is None:
             return self.top(dot_interaction(e, self.li, self.lj)).squeeze(1)
         x = self.bottom(num)
-        t = torch.cat([x.unsqueeze(1), e.to(x.dtype)], 1)
+        parts = [x.unsqueeze(1), e.to(x.dtype)]
+        if self.n_pad:
+            parts.append(x.new_zeros(len(x), self.n_pad, x.shape[1]))
+        t = torch.cat(parts, 1)
         z = dot_interaction(t, self.li, self.lj)
         return self.top(torch.cat([x, z.to(x.dtype)], 1)).squeeze(1)

@@ -1,0 +1,87 @@
+"""A fused embedding table whose optimiser step is part of the table: the large-table fast path.
+
+With ``sparse=True`` gradients, autograd builds a sparse ``[rows, dim]`` gradient of the whole
+batch's lookups, the optimiser merges duplicate rows, and only then updates. For a DLRM batch of
+65,536 samples x 26 fields that is 1.7 M gathered rows of which only ~0.2 M are distinct, so
+most of the step moves duplicates around.
+
+``RowWiseAdagradTable`` does what FBGEMM's "optimizer fused into backward" tables do, in plain
+PyTorch: the lookup deduplicates the batch's rows, copies the distinct rows into a small *leaf*
+tensor (detached from the table, so autograd stops there) and looks the batch up from it; the
+leaf's gradient is then already merged per distinct row, and ``step()`` applies row-wise
+Adagrad to those rows only. The weights may be bf16 (half the bytes of every lookup and update); the per-row
+accumulator stays fp32. The table is a buffer, not a Parameter, so dense optimisers never see it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class RowWiseAdagradTable(nn.Module):
+    """Every categorical table in one ``[sum(sizes), dim]`` matrix, trained by row-wise Adagrad
+    fused into the table (``s_r += mean(g_r^2); w_r -= lr * g_r / (sqrt(s_r) + eps)``).
+
+    Usage: ``e = table(codes)`` -> ``loss.backward()`` -> ``table.step()`` (then the dense
+    optimiser). ``step`` must follow each backward; lookups made without grad are not recorded.
+
+    Args:
+        sizes: number of codes of each field (code 0 = missing; its row starts at zero).
+        dim: embedding size.
+        lr, eps: Adagrad's step size and epsilon.
+        dtype: weight dtype (``torch.bfloat16`` halves the bytes; the accumulator is fp32).
+        init_std: std of the normal initialisation.
+    """
+
+    def __init__(self, sizes: Sequence[int], dim: int, lr: float = 0.05, eps: float = 1e-8,
+                 dtype: torch.dtype = torch.float32, init_std: float = 0.01) -> None:
+        super().__init__()
+        sizes = [int(s) for s in sizes]
+        self.sizes, self.dim, self.lr, self.eps = sizes, dim, lr, eps
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        weight = torch.randn(sum(sizes), dim) * init_std
+        weight[torch.as_tensor(starts)] = 0.0
+        self.register_buffer("weight", weight.to(dtype))
+        self.register_buffer("accumulator", torch.zeros(sum(sizes)))
+        self.register_buffer("offsets", torch.as_tensor(starts), persistent=False)
+        self._pending: list[tuple[Tensor, Tensor]] = []
+
+    def forward(self, codes: Tensor) -> Tensor:
+        """``[B, F]`` codes -> ``[B, F, dim]`` rows."""
+        rows = (codes + self.offsets[: codes.shape[1]]).reshape(-1)
+        if not (self.training and torch.is_grad_enabled()):
+            return self.weight.index_select(0, rows).view(*codes.shape, self.dim)
+        # Deduplicate first (the one host sync of the step): the distinct rows become a small
+        # leaf that receives the gradient, and the lookup from it is an ordinary embedding whose
+        # backward sums duplicates by a sorted segment reduction instead of B*F*dim atomics.
+        uniq, slot = torch.unique(rows, return_inverse=True)
+        leaf = self.weight.index_select(0, uniq).requires_grad_(True)
+        self._pending.append((uniq, leaf))
+        return F.embedding(slot, leaf).view(*codes.shape, self.dim)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Apply row-wise Adagrad to the distinct rows of every lookup since the last step, then
+        forget the lookups."""
+        for uniq, leaf in self._pending:
+            if leaf.grad is None:
+                continue
+            g = leaf.grad.float()
+            acc = self.accumulator.index_select(0, uniq) + g.square().mean(1)
+            self.accumulator.index_copy_(0, uniq, acc)
+            g.mul_((-self.lr / (acc.sqrt() + self.eps)).unsqueeze(1))
+            self.weight.index_add_(0, uniq, g.to(self.weight.dtype))
+        self._pending.clear()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Nothing to clear: gradients live on each lookup's own leaf tensor (an optimiser-like
+        method so training loops can treat the table as one of their optimisers)."""
+
+    def reset(self) -> None:
+        """Drop recorded lookups without updating (e.g. after a skipped step)."""
+        self._pending.clear()
