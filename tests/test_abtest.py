@@ -96,3 +96,84 @@ def test_ips_unbiased_on_a_known_bandit():
     assert clipped["ips"] == pytest.approx(0.25, abs=0.01) and clipped["clipped_share"] > 0.2
     with pytest.raises(ValueError, match="propensities"):
         ips_estimate([1.0], [0.0], [1.0])
+
+
+# ---- `recstack experiment analyze` on service-format event logs ------------------------------------
+def write_events(path, n_users=12000, p=None, weights=(0.5, 0.5), drop_b=0.0, seed=3, requests_per_user=2):
+    """An event log as the service writes it: users hashed into A / B, `requests_per_user`
+    impressions each, a click with the variant's planted probability; `drop_b` loses that share
+    of B's users from the log (a broken logger: a sample-ratio mismatch)."""
+    p = p or {"A": 0.10, "B": 0.10}
+    rng = np.random.default_rng(seed)
+    share = {"A": weights[0] / sum(weights), "B": weights[1] / sum(weights)}
+    with path.open("w") as f:
+        for u in range(n_users):
+            v = assign_variant(u, ["A", "B"], list(weights), salt="exp")
+            if v == "B" and rng.random() < drop_b:
+                continue
+            for j in range(requests_per_user):
+                rid = f"{u}-{j}"
+                f.write(json.dumps({"type": "impression", "request_id": rid, "experiment": "exp", "variant": v,
+                                    "propensity": share[v], "unit": "user", "unit_id": str(u),
+                                    "items": [{"item": 1, "pos": 0}]}) + "\n")
+                if rng.random() < p[v]:
+                    f.write(json.dumps({"type": "feedback", "request_id": rid, "variant": v, "item": 1,
+                                        "click": True, "reward": 1.0}) + "\n")
+
+
+def run_analyze(*args):
+    from typer.testing import CliRunner
+
+    from recstack.cli import app
+
+    res = CliRunner().invoke(app, ["experiment", "analyze", *map(str, args)])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout.strip().splitlines()[-1]), res.output
+
+
+def test_cli_analyze_finds_planted_difference_and_no_aa_difference(tmp_path):
+    ab = tmp_path / "ab.jsonl"
+    write_events(ab, p={"A": 0.10, "B": 0.13}, weights=(0.7, 0.3))
+    out, text = run_analyze(ab, "--ips-policy", "B")
+    b = out["comparisons"]["B"]
+    assert out["by"] == "unit" and b["significant"] and b["p_value"] < 1e-3 and not out["srm_warning"]
+    assert b["diff"] == pytest.approx(0.03, abs=0.012) and out["expected_shares"] == {"A": 0.7, "B": 0.3}
+    assert out["ips"]["snips"] == pytest.approx(0.13, abs=0.015) and "SAMPLE RATIO" not in text
+    by_req, _ = run_analyze(ab, "--by", "request", "--metric", "reward")
+    assert sum(v["n"] for v in by_req["variants"]) == 2 * sum(v["n"] for v in out["variants"])
+    aa = tmp_path / "aa.jsonl"
+    write_events(aa, p={"A": 0.10, "B": 0.10}, seed=4)
+    out, _ = run_analyze(aa)
+    assert not out["comparisons"]["B"]["significant"] and out["srm_p_value"] > 0.01
+
+
+def test_cli_analyze_warns_on_sample_ratio_mismatch(tmp_path):
+    log = tmp_path / "skew.jsonl"
+    write_events(log, drop_b=0.08)  # 8% of B's users never logged
+    out, text = run_analyze(log)
+    assert out["srm_warning"] and out["srm_p_value"] < 1e-3 and "SAMPLE RATIO MISMATCH" in text
+    assert out["warnings"][0].startswith("SAMPLE RATIO MISMATCH")
+    # a configured variant with no traffic at all is a mismatch too
+    out, _ = run_analyze(log, "--expected", "A=0.45,B=0.45,C=0.1")
+    assert out["srm_warning"]
+
+
+def test_cli_analyze_plain_rows_and_errors(tmp_path):
+    rng = np.random.default_rng(5)
+    log = tmp_path / "rows.jsonl"
+    log.write_text("".join(json.dumps({"variant": v, "click": int(rng.random() < (0.1 if v == "A" else 0.2))}) + "\n"
+                           for v in rng.choice(["A", "B"], 4000)))
+    out, _ = run_analyze(log, "--expected", "A=1,B=1")
+    assert out["by"] == "row" and out["comparisons"]["B"]["significant"]
+    from typer.testing import CliRunner
+
+    from recstack.cli import app
+
+    res = CliRunner().invoke(app, ["experiment", "analyze", str(log), "--expected", "A=1"])
+    assert res.exit_code == 2 and "not in the expected split" in res.output
+    res = CliRunner().invoke(app, ["experiment", "analyze", str(log), "--ips-policy", "B"])
+    assert res.exit_code == 2 and "event log" in res.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type": "impression", "request_id": "r"}\n')
+    res = CliRunner().invoke(app, ["experiment", "analyze", str(bad)])
+    assert res.exit_code == 2 and "variant" in res.output

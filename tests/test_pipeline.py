@@ -344,3 +344,81 @@ def test_ranking_stages_add_value_on_planted_data(world):
     r1 = evaluate_pipeline(build_pipeline(PipelineConfig.from_dict(base_config()), world["assets"]), test)
     assert r1["users"] == 90 and r1["ndcg@10"] > 0.95 and r1["ndcg@10"] > r0["ndcg@10"] + 0.05
     assert r1["ms.total"] > 0 and "ms.fine" in r1
+
+
+# ---- CTR rankers trained on the candidates (issue 6) -----------------------------------------------
+@pytest.fixture(scope="module")
+def ctr_task(world):
+    from recstack.pipeline.ranker_training import candidate_ranking_task, retrieval_candidates
+
+    train = world["train"]
+    cands = retrieval_candidates(world["assets"].model("tt"), train, n=20, popular=5)
+    return train, cands, candidate_ranking_task(train, cands, n_retrieved=3, n_uniform=2, history_len=6)
+
+
+def test_candidate_task_has_no_leakage(ctr_task):
+    train, cands, task = ctr_task
+    raw_u, raw_i = train.user_vocab.raw, train.item_vocab.raw
+    when = {(raw_u[u], raw_i[i]): int(t) for u, i, t in zip(train.user, train.item, train.timestamp, strict=True)}
+    seen = {}
+    for u, i in zip(train.user, train.item, strict=True):
+        seen.setdefault(raw_u[u], set()).add(raw_i[i])
+    frame = task.train.vstack(task.valid)
+    assert set(frame["label"].unique().to_list()) == {0.0, 1.0}
+    assert task.info["positives"] == int(frame["label"].sum()) == len(train)  # every event, 15 per user
+    for row in frame.iter_rows(named=True):
+        u, i, t = row["user_id"], row["item_id"], row["timestamp"]
+        assert all(when[(u, h)] < t for h in row["history"])  # history strictly before the event
+        assert len(row["history"]) <= 6
+        if row["label"] == 1.0:
+            assert when[(u, i)] == t
+        else:
+            assert i not in seen[u]  # negatives are never one of the user's items
+    # negatives come from what retrieval proposes for the user (+ uniform ones)
+    uidx = {r: j for j, r in enumerate(raw_u)}
+    iidx = {r: j for j, r in enumerate(raw_i)}
+    neg = frame.filter(frame["label"] == 0.0)
+    from_cands = [iidx[i] in cands[uidx[u]] for u, i in neg.select("user_id", "item_id").iter_rows()]
+    assert np.mean(from_cands) > 0.4
+    # validation = each user's last event (+ its negatives), the rest trains
+    assert task.valid["label"].sum() == train.n_users
+
+
+def test_ctr_rankers_in_the_pipeline_fast_path_and_bundle(ctr_task, world, tmp_path):
+    from recstack.pipeline.ctr import CTRRanker, FastCTRRanker, load_ctr_ranker
+    from recstack.pipeline.ranker_training import train_pipeline_rankers
+    from recstack.serving.bundle import load_bundle, write_bundle
+
+    train, _, task = ctr_task
+    small = {"epochs": 2, "batch_size": 256}
+    report = train_pipeline_rankers(task, tmp_path / "r", {**small, "dim": 4}, {**small, "dim": 8}, log=lambda m: None)
+    assert set(report) == {"coarse_ctr", "fine_ctr"} and report["fine_ctr"]["model"] == "din"
+    a = world["assets"]
+    fast = load_ctr_ranker("fine_ctr", tmp_path / "r" / "fine_ctr", a.catalog, a.users)
+    slow = load_ctr_ranker("fine_ctr", tmp_path / "r" / "fine_ctr", a.catalog, a.users, fast=False)
+    assert isinstance(fast, FastCTRRanker) and isinstance(slow, CTRRanker)
+    items = np.arange(a.catalog.n_items)
+    assert fast.score(None, items, np.zeros(0, np.int64), {}) is None  # cold start: abstains
+    for user, hist in ((3, a.users.history(3)), (None, np.array([0, 1, 2])), (5, np.zeros(0, np.int64))):
+        np.testing.assert_allclose(fast.score(user, items, hist, {}), slow.score(user, items, hist, {}), atol=1e-5)
+    cfg = base_config(rankers={"coarse_ctr": {"kind": "ctr", "extra": "coarse_ctr"},
+                               "fine_ctr": {"kind": "ctr", "extra": "fine_ctr"}},
+                      coarse={"ranker": "coarse_ctr", "keep": 40}, fine={"ranker": "fine_ctr", "keep": 20})
+    extras = {n: tmp_path / "r" / n for n in ("coarse_ctr", "fine_ctr")}
+    path = write_bundle(tmp_path / "b", PipelineConfig.from_dict(cfg), a.catalog, a.users, a.models,
+                        a.indexes, a.matrices, extras, version="ctr")
+    b = load_bundle(path)  # round trip: hashes checked, no pickle anywhere
+    assert not list(path.rglob("*.pkl")) and (path / "extras" / "fine_ctr" / "weights.safetensors").is_file()
+    assert (path / "extras" / "fine_ctr" / "pipeline").is_dir()
+    p = b.pipeline
+    assert all(isinstance(r, FastCTRRanker) for _, _, r in p.stages)
+    req, _ = p.request(user_id="u4", k=5)
+    res = p.run(req)
+    assert len(res.items) == 5 and res.skipped == [] and res.counts["fine"] <= 20
+    assert {"coarse", "fine"} <= set(res.timings_ms)
+    for t in res.trace:  # every returned item carries its CTR scores (probabilities)
+        assert 0.0 <= t.scores["coarse"] <= 1.0 and 0.0 <= t.scores["fine"] <= 1.0
+    fine = np.array([t.scores["fine"] for t in res.trace])
+    assert (np.diff(fine) <= 1e-6).all()  # neutral re-ranking: ordered by the DIN score
+    anon = p.run(p.request(history=[1000, 1001], k=5)[0])  # anonymous session: scored from its history
+    assert anon.skipped == [] and len(anon.items) == 5

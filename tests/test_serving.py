@@ -79,7 +79,10 @@ def test_export_writes_a_checked_pickle_free_bundle(bundles):
     names = set(m["files"])
     assert {"pipeline.json", "catalog/ids.npy", "users/items.npy", "models/two_tower/weights.safetensors",
             "indexes/two_tower/index.faiss", "matrices/ease/data.npy"} <= names
-    allowed = (".json", ".npy", ".safetensors", ".faiss")
+    # the CTR rankers (default recipe "ctr_blend"): weights, feature pipeline and store, no pickle
+    assert {"extras/coarse_ctr/weights.safetensors", "extras/fine_ctr/config.json",
+            "extras/fine_ctr/store/items.parquet"} <= names
+    allowed = (".json", ".npy", ".safetensors", ".faiss", ".parquet")
     assert all(n.endswith(allowed) for n in names), names
     b = load_bundle(v1)
     assert b.version == "v1" and b.assets.catalog.n_items == 45 and b.assets.users.n_users == 60
@@ -189,10 +192,33 @@ def test_admin_reload(client, bundles, tmp_path):
     assert r.status_code == 200, r.text
     assert r.json()["previous_version"] == "v1" and r.json()["version"] == "v2"
     assert client.post("/recommend", json={"user_id": "u1"}).json()["bundle_version"] == "v2"
-    bad = client.post("/admin/reload", json={"path": str(tmp_path)}, headers={"X-Admin-Token": TOKEN})
+    broken = bundles["root"] / "broken"  # inside the allowed root, but not a bundle
+    broken.mkdir(exist_ok=True)
+    bad = client.post("/admin/reload", json={"path": str(broken)}, headers={"X-Admin-Token": TOKEN})
     assert bad.status_code == 422 and "still serving" in bad.json()["detail"]
     assert client.get("/ready").json()["bundle_version"] == "v2"
     assert 'recstack_bundle_swaps_total{result="failed"} 1.0' in client.get("/metrics").text
+
+
+def test_admin_reload_allow_list(client, bundles, tmp_path):
+    h = {"X-Admin-Token": TOKEN}
+    outside = tmp_path / "v9"  # a real bundle, outside the served bundle's parent directory
+    versioned_copy(bundles["v1"], outside, "v9")
+    escape = f"{bundles['root']}/../{tmp_path.name}/v9"  # `..` is resolved before the check
+    link = bundles["root"] / "link_out"  # a symlink inside the root pointing outside
+    if not link.exists():
+        link.symlink_to(outside)
+    for path in (outside, escape, link, "/etc", bundles["root"]):
+        r = client.post("/admin/reload", json={"path": str(path)}, headers=h)
+        assert r.status_code == 403, (path, r.text)
+        assert "outside the allowed bundle roots" in r.json()["detail"]
+    assert 'recstack_bundle_swaps_total{result="refused"}' in client.get("/metrics").text
+    # --bundle-root widens it: the same bundle is accepted
+    app = create_app(bundles["v1"], ServiceSettings(admin_token=TOKEN, warmup_requests=0,
+                                                    bundle_roots=(bundles["root"], tmp_path)))
+    with TestClient(app) as c:
+        r = c.post("/admin/reload", json={"path": str(outside)}, headers=h)
+        assert r.status_code == 200 and r.json()["version"] == "v9"
 
 
 def test_admin_disabled_without_token(bundles):
@@ -246,6 +272,104 @@ def test_loadtest_guards():
         run_loadtest("http://127.0.0.1:1", [{}], duration=10_000)
     res = CliRunner().invoke(cli_app, ["loadtest", "http://example.com", "--payloads", "/dev/null"])
     assert res.exit_code == 2
+
+
+# ---- A/B experiments: two bundles behind one service -----------------------------------------------
+def read_events(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_single_bundle_answers_as_variant_default(client):
+    body = client.post("/recommend", json={"user_id": "u1", "k": 3}, headers={"X-Request-ID": "req-1"}).json()
+    assert (body["variant"], body["experiment"], body["request_id"]) == ("default", None, "req-1")
+    assert client.post("/recommend", json={}).json()["request_id"]  # generated when not given
+    fb = client.post("/feedback", json={"request_id": "req-1", "item_id": 101, "click": True}).json()
+    assert fb == {"logged": False, "request_id": "req-1", "variant": "default", "experiment": None}
+    assert client.get("/experiment").json()["variants"][0]["name"] == "default"
+    assert client.get("/items/101/similar").json()["variant"] == "default"
+    metrics = client.get("/metrics").text
+    assert 'recstack_variant_requests_total{variant="default"} 2.0' in metrics
+    assert 'recstack_feedback_clicks_total{variant="default"} 1.0' in metrics
+
+
+def test_ab_split_is_deterministic_logged_and_counted(bundles, tmp_path):
+    from recstack.abtest import assign_variant
+    from recstack.serving.experiment import ExperimentConfig, VariantConfig
+
+    exp = ExperimentConfig("exp1", [VariantConfig("A", str(bundles["v1"]), 0.7), VariantConfig("B", str(bundles["v2"]), 0.3)])
+    log = tmp_path / "events.jsonl"
+    app = create_app(settings=ServiceSettings(admin_token=TOKEN, warmup_requests=0, event_log=log), experiment=exp)
+    n = 600
+    with TestClient(app) as c:
+        seen = {}
+        for i in range(n):
+            user = f"u{i % 60}" if i % 2 else f"x{i}"  # known and unknown users alike
+            r = c.post("/recommend", json={"user_id": user, "k": 3})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["experiment"] == "exp1" and body["variant"] == assign_variant(user, ["A", "B"], [0.7, 0.3], salt="exp1")
+            assert body["bundle_version"] == {"A": "v1", "B": "v2"}[body["variant"]]
+            assert seen.setdefault(user, body["variant"]) == body["variant"]  # deterministic per user
+            if i % 3 == 0:  # a click on the first item, echoing the request id and variant
+                fb = c.post("/feedback", json={"request_id": body["request_id"], "variant": body["variant"],
+                                               "item_id": body["items"][0]["item_id"], "position": 0, "click": True})
+                assert fb.status_code == 200 and fb.json()["variant"] == body["variant"], fb.text
+        # anonymous: the session id is the unit; without one, the request id
+        s = {c.post("/recommend", json={"session_id": "sess-9", "history": [101]}).json()["variant"] for _ in range(5)}
+        assert len(s) == 1
+        anon = c.post("/recommend", json={}, headers={"X-Request-ID": "anon-1"}).json()
+        assert anon["variant"] == assign_variant("anon-1", ["A", "B"], [0.7, 0.3], salt="exp1")
+        metrics = c.get("/metrics").text
+        counted = {v: float(next(line.split()[-1] for line in metrics.splitlines()
+                                 if line.startswith(f'recstack_variant_requests_total{{variant="{v}"}}'))) for v in "AB"}
+        assert sum(counted.values()) == n + 6
+        assert 'recstack_variant_request_seconds_count{variant="B"}' in metrics
+        assert 'recstack_variant_bundle_info{variant="B",version="v2"} 1.0' in metrics
+        # feedback validation and per-variant hot swap
+        assert c.post("/feedback", json={"click": True}).status_code == 422
+        assert c.post("/feedback", json={"request_id": "r"}).status_code == 422
+        assert c.post("/feedback", json={"request_id": "r", "variant": "Z", "click": True}).status_code == 422
+        assert c.post("/admin/reload", json={}, headers={"X-Admin-Token": TOKEN}).status_code == 422
+        r = c.post("/admin/reload", json={"variant": "B", "path": str(bundles["v1"])}, headers={"X-Admin-Token": TOKEN})
+        assert r.status_code == 200 and r.json()["variant"] == "B" and r.json()["version"] == "v1", r.text
+        info = c.get("/experiment").json()
+        assert [(v["name"], v["share"], v["bundle_version"]) for v in info["variants"]] == [("A", 0.7, "v1"), ("B", 0.3, "v1")]
+        assert c.get("/ready").json()["ready"]
+    events = read_events(log)  # the log is flushed and closed at shutdown
+    imps = [e for e in events if e["type"] == "impression"]
+    fbs = [e for e in events if e["type"] == "feedback"]
+    assert len(imps) == n + 6 and len(fbs) == n // 3 and all(e["variant"] in ("A", "B") for e in events)
+    assert imps[0]["items"][0] == {"item": imps[0]["items"][0]["item"], "pos": 0} and len(imps[0]["items"]) == 3
+    assert {e["propensity"] for e in imps} == {0.7, 0.3} and {e["unit"] for e in imps} == {"user", "session", "request"}
+    share_b = sum(e["variant"] == "B" for e in imps[:n]) / n
+    assert abs(share_b - 0.3) < 0.1  # 300 distinct users: about 5 standard deviations
+    assert counted == {v: sum(e["variant"] == v for e in imps) for v in "AB"}
+    res = CliRunner().invoke(cli_app, ["experiment", "analyze", str(log), "--ips-policy", "B"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["experiments"] == ["exp1"] and out["unjoined_feedback"] == 0 and out["feedback"] == n // 3
+    assert set(out["comparisons"]) == {"B"} and out["expected_shares"] == {"A": 0.7, "B": 0.3}
+    assert out["ips"]["kind"] == "variant" and 0 <= out["ips"]["snips"] <= 1
+
+
+def test_serve_cli_rejects_ambiguous_sources(bundles, tmp_path):
+    from recstack.serving.experiment import ExperimentConfig, parse_variant
+
+    res = CliRunner().invoke(cli_app, ["serve", str(bundles["v1"]), "--variant", f"A={bundles['v1']}"])
+    assert res.exit_code == 2 and "exactly one" in res.output
+    assert CliRunner().invoke(cli_app, ["serve"]).exit_code == 2
+    v = parse_variant(f"B={bundles['v2']}:0.25")
+    assert (v.name, v.bundle, v.weight) == ("B", str(bundles["v2"]), 0.25)
+    assert parse_variant("C=/a:b").bundle == "/a:b"
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("name: e\nvariants:\n  - {name: A, bundle: a, weight: 2}\n  - {name: B, bundle: /abs/b}\n")
+    e = ExperimentConfig.load(cfg)
+    assert e.variants[0].bundle == str(tmp_path / "a") and e.shares == {"A": 2 / 3, "B": 1 / 3} and e.salt == "e"
+    for bad in ("name: e\nvariants: []\n", "name: e\nvariants:\n  - {name: A, bundle: a, weight: 0}\n",
+                "name: e\nvariants:\n  - {name: A, bundle: a}\n  - {name: A, bundle: b}\n", "name: e\nfoo: 1\n"):
+        cfg.write_text(bad)
+        with pytest.raises(ValueError):
+            ExperimentConfig.load(cfg)
 
 
 # ---- schemathesis: no input makes the service fail -------------------------------------------------

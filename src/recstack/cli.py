@@ -118,30 +118,47 @@ def data_prepare(
 
 @app.command()
 def train(
-    model: Annotated[str, typer.Option(help="model name, e.g. pop, itemknn, ease; ranking (CTR) models such as deepfm report test AUC / LogLoss")],
-    data: Annotated[str, typer.Option(help=SPEC_HELP)],
+    model: Annotated[str | None, typer.Option(help="model name, e.g. pop, itemknn, ease; ranking (CTR) models such as deepfm report test AUC / LogLoss")] = None,
+    data: Annotated[str | None, typer.Option(help=SPEC_HELP)] = None,
+    config: Annotated[str | None, typer.Option("--config", help="config file (YAML / JSON with ExperimentConfig keys: model, data, params, ...) or a shipped config's name, e.g. sasrec; flags given on the command line override it, --set keys override its params")] = None,
     split: Annotated[str | None, typer.Option(help="loo | temporal | ratio | given (default: the data set's standard protocol)")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda  [default: auto]")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="hyper-parameter key=value (repeatable)")] = None,
     exclude_seen: Annotated[bool | None, typer.Option("--exclude-seen/--no-exclude-seen", help="override the protocol's exclusion of known items")] = None,
     implicit_threshold: Annotated[float | None, typer.Option(help="treat ratings >= this as interactions (others dropped)")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int | None, typer.Option(help="[default: 0]")] = None,
     out: Annotated[str | None, typer.Option(help="directory for the model, result.json and config.json")] = None,
-    refit: Annotated[bool, typer.Option("--refit/--no-refit", help="neural models on a split without validation part: retrain on all train data for the best epoch count")] = True,
+    refit: Annotated[bool | None, typer.Option("--refit/--no-refit", help="neural models on a split without validation part: retrain on all train data for the best epoch count  [default: refit]")] = None,
 ) -> None:
-    """Train a model, evaluate it with the standard protocol; LAST stdout line is JSON."""
-    from recstack.distributed import init_from_env, is_main
-    from recstack.experiment import ExperimentConfig, run_experiment
+    """Train a model, evaluate it with the standard protocol; LAST stdout line is JSON.
 
-    device = init_from_env(device)  # under torchrun: join the job, DDP in the Trainer
-    cfg = ExperimentConfig(model=model, data=data, split=split, device=device, params=parse_sets(set_),
-                           exclude_seen=exclude_seen, implicit_threshold=implicit_threshold, seed=seed,
-                           out=out if is_main() else None, refit=refit)
+    With --config FILE the file gives the experiment (model, data, params, ...); precedence:
+    command-line flags > --set key=value (per hyper-parameter) > the file > built-in defaults.
+    """
+    from recstack.configs import ConfigError, experiment_config, load_experiment
+    from recstack.distributed import init_from_env, is_main
+    from recstack.experiment import run_experiment
+
+    flags = {"model": model, "data": data, "split": split, "device": device, "exclude_seen": exclude_seen,
+             "implicit_threshold": implicit_threshold, "seed": seed, "out": out, "refit": refit}
+    try:
+        sets = parse_sets(set_)
+        if config is not None:
+            cfg = load_experiment(config, overrides=flags, params=sets)
+        elif model is None or data is None:
+            raise ConfigError("give --model and --data, or --config FILE")
+        else:
+            cfg = experiment_config({}, "command line", overrides=flags, params=sets)
+    except (ConfigError, typer.BadParameter) as e:
+        _fail(e)
+    cfg.device = init_from_env(cfg.device)  # under torchrun: join the job, DDP in the Trainer
+    if not is_main():
+        cfg.out = None
     try:
         result = run_experiment(cfg)
     except (DataError, ValueError) as e:
         _fail(e)
-    table = Table(title=f"{model} on {data}")
+    table = Table(title=f"{cfg.model} on {cfg.data}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in result["metrics"].items():
@@ -169,14 +186,21 @@ def models() -> None:
 def quickstart(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("recstack-out/quickstart"),
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    fast: Annotated[bool, typer.Option("--fast", help="one epoch per model, pipeline on 60 users: a smoke test")] = False,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0 = the cores other processes leave idle)")] = 0,
 ) -> None:
-    """The main job: the whole stack on the embedded MovieLens data, no network needed."""
+    """The main job: the whole stack on the embedded MovieLens data, no network needed.
+
+    Baselines, two-tower, SASRec and a CTR ranker trained and evaluated; the four-stage pipeline
+    evaluated stage by stage; an HTML report and a serving bundle written (`recstack serve` it).
+    """
     from recstack.quickstart import run_quickstart
 
-    summary = run_quickstart(out=out, device=device)
+    summary = run_quickstart(out=out, device=device, fast=fast, threads=threads or None)
     best = summary["best_model"]
     print(json.dumps({"out": summary["out"], "best_model": best, "protocol": summary["protocol"],
-                      "metrics": summary["models"][best]["metrics"], "device": summary["device"]}))
+                      "metrics": summary["models"][best]["metrics"], "device": summary["device"],
+                      "report": summary["report"], "bundle": summary["bundle"], "seconds": summary["seconds"]}))
 
 
 def _ints(text: str) -> list[int]:
@@ -266,21 +290,44 @@ def export_cmd(
 
 @app.command("serve")
 def serve_cmd(
-    bundle: Annotated[Path, typer.Argument(help="bundle directory (or a symlink to one)")],
+    bundle: Annotated[Path | None, typer.Argument(help="bundle directory (or a symlink to one); omit with --experiment / --variant")] = None,
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     admin_token: Annotated[str | None, typer.Option(envvar="RECSTACK_ADMIN_TOKEN", help="enables POST /admin/reload (hot swap)")] = None,
     threads: Annotated[int, typer.Option(help="compute threads per process")] = 1,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="check bundle file hashes on load")] = True,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+    experiment: Annotated[Path | None, typer.Option(help="A/B experiment config (JSON / YAML: name, salt, control, variants [{name, bundle, weight}])")] = None,
+    variant: Annotated[list[str] | None, typer.Option(help="A/B variant name=PATH[:weight] (repeatable; instead of --experiment)")] = None,
+    experiment_name: Annotated[str, typer.Option(help="experiment name (and hash salt) with --variant")] = "ab",
+    salt: Annotated[str | None, typer.Option(help="hash salt with --variant (default: the experiment name)")] = None,
+    event_log: Annotated[Path | None, typer.Option(help="JSON-lines event log: one line per impression and per feedback")] = None,
+    bundle_root: Annotated[list[Path] | None, typer.Option(help="directory POST /admin/reload may load bundles from (repeatable; default: the served bundle's parent directory)")] = None,
 ) -> None:
-    """Serve a bundle over HTTP (FastAPI + uvicorn) until SIGINT / SIGTERM (graceful)."""
+    """Serve a bundle, or an A/B experiment over several bundles, over HTTP (FastAPI + uvicorn)
+    until SIGINT / SIGTERM (graceful)."""
     from recstack.serving.app import ServiceSettings
+    from recstack.serving.experiment import ExperimentConfig, parse_variant
     from recstack.serving.server import serve
 
-    console.print(f"serving {bundle} on http://{host}:{port} (docs at /docs)")
-    serve(bundle, host, port, ServiceSettings(admin_token=admin_token, verify_bundle=verify),
-          threads=threads, log_level=log_level)
+    try:
+        if sum(x is not None and x != [] for x in (bundle, experiment, variant)) != 1:
+            raise ValueError("give exactly one of BUNDLE, --experiment or --variant")
+        exp = None
+        if experiment is not None:
+            exp = ExperimentConfig.load(experiment)
+        elif variant:
+            exp = ExperimentConfig(name=experiment_name, variants=[parse_variant(v) for v in variant], salt=salt)
+    except (ValueError, OSError) as e:
+        _fail(e)
+    if exp is None:
+        console.print(f"serving {bundle} on http://{host}:{port} (docs at /docs)")
+    else:
+        split = ", ".join(f"{v.name}={v.bundle} ({exp.shares[v.name]:.0%})" for v in exp.variants)
+        console.print(f"serving experiment {exp.name}: {split} on http://{host}:{port} (docs at /docs)")
+    serve(bundle, host, port, ServiceSettings(admin_token=admin_token, verify_bundle=verify, event_log=event_log,
+                                                    bundle_roots=tuple(bundle_root) if bundle_root else None),
+          threads=threads, log_level=log_level, experiment=exp)
 
 
 @app.command("loadtest")
@@ -325,6 +372,126 @@ def loadtest_cmd(
     print(json.dumps(result))
     if rep.errors or (rep.swap is not None and rep.swap.get("status") != 200):
         raise typer.Exit(code=1)
+
+
+# ---- recstack experiment: A/B analysis ------------------------------------------------------------
+experiment_app = typer.Typer(help="A/B experiments: analyse logs of the service.", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+def _weights(text: str) -> dict[str, float]:
+    out = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise typer.BadParameter(f"--expected expects name=weight pairs, got '{part}'")
+        k, v = part.split("=", 1)
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise typer.BadParameter(f"--expected: weight of '{k}' is not a number: '{v}'") from None
+        if out[k.strip()] <= 0:
+            raise typer.BadParameter(f"--expected: weight of '{k}' must be positive")
+    return out
+
+
+@experiment_app.command("analyze")
+def experiment_analyze(
+    log: Annotated[Path, typer.Argument(help="event log of `recstack serve --event-log` (or JSON lines {variant, reward|click})")],
+    metric: Annotated[str, typer.Option(help="ctr (share of impressions with a click) | reward (summed reward per impression)")] = "ctr",
+    by: Annotated[str, typer.Option(help="unit (one observation per assignment unit: user, session or anonymous request) | request")] = "unit",
+    expected: Annotated[str | None, typer.Option(help="configured split for the sample-ratio check, e.g. A=0.7,B=0.3 (default: the logged shares)")] = None,
+    control: Annotated[str | None, typer.Option(help="control variant (default: the first by name)")] = None,
+    alpha: Annotated[float, typer.Option(help="significance level")] = 0.05,
+    ips_policy: Annotated[str | None, typer.Option(help="off-policy (IPS) estimate of a policy: a variant name, or a JSON-lines file of {request_id, propensity}")] = None,
+    ips_clip: Annotated[float, typer.Option(help="IPS weight clip")] = 10.0,
+    out: Annotated[Path | None, typer.Option(help="write the result JSON here too")] = None,
+) -> None:
+    """Per-variant mean with confidence intervals, each variant against the control (Welch
+    test), a sample-ratio-mismatch check (chi-square) and optional IPS; LAST stdout line is JSON."""
+    from recstack.abtest.analysis import analyze, read_log, sample_ratio_mismatch
+    from recstack.abtest.events import ips_from_log, is_event_log, join_events
+
+    if metric not in ("ctr", "reward") or by not in ("unit", "request"):
+        _fail(ValueError(f"--metric must be ctr or reward and --by unit or request (got {metric}, {by})"))
+    if not 0 < alpha < 1:
+        _fail(ValueError(f"--alpha must lie in (0, 1), got {alpha}"))
+    warnings: list[str] = []
+    extra: dict[str, Any] = {}
+    try:
+        if is_event_log(log):
+            joined = join_events(log, metric, by)
+            rewards, shares = joined.values, joined.shares
+            extra = {"experiments": joined.experiments, "impressions": joined.impressions,
+                     "outcome_sum": joined.outcome_sum, "feedback": joined.feedback,
+                     "unjoined_feedback": joined.unjoined_feedback, "crossover_units": joined.crossover_units}
+            if joined.unjoined_feedback:
+                warnings.append(f"{joined.unjoined_feedback} of {joined.feedback} feedback events match no impression "
+                                "(no or unknown request_id): not counted")
+            if joined.crossover_units:
+                warnings.append(f"{joined.crossover_units} assignment units appear in more than one variant "
+                                "(the split changed during the run?)")
+            if len(joined.experiments) > 1:
+                warnings.append(f"the log mixes experiments {joined.experiments}")
+        else:
+            joined, by = None, "row"
+            with log.open() as f:
+                first = next((json.loads(line) for line in f if line.strip()), {})
+            field = "click" if metric == "ctr" and "click" in first and "reward" not in first else "reward"
+            rewards, shares = read_log(log, reward=field), None
+        weights = _weights(expected) if expected else shares
+        if weights is not None:
+            unknown = sorted(set(rewards) - set(weights))
+            if unknown:
+                raise ValueError(f"variant(s) {unknown} in the log but not in the expected split {sorted(weights)}")
+        res = analyze(rewards, control=control, weights={v: weights[v] for v in rewards} if weights else None,
+                      alpha=alpha)
+        if weights is not None:  # the check covers configured variants with no traffic at all
+            names = sorted(weights)
+            res["srm_p_value"] = sample_ratio_mismatch([len(rewards.get(v, ())) for v in names],
+                                                       [weights[v] for v in names])
+            res["srm_warning"] = res["srm_p_value"] < 1e-3
+        if ips_policy is not None:
+            if joined is None:
+                raise ValueError("--ips-policy needs the service's event log (propensities per request)")
+            res["ips"] = ips_from_log(joined, ips_policy, clip=ips_clip)
+    except (DataError, ValueError, OSError) as e:
+        _fail(e)
+    counts = {v["variant"]: v["n"] for v in res["variants"]}
+    total = sum(counts.values())
+    exp_share = ({v: weights[v] / sum(weights.values()) for v in weights} if weights
+                 else {v: 1 / len(counts) for v in counts})
+    if res["srm_warning"]:
+        obs = ", ".join(f"{v} {counts.get(v, 0) / total:.4f} (expected {exp_share[v]:.4f})" for v in sorted(exp_share))
+        warnings.insert(0, f"SAMPLE RATIO MISMATCH: chi-square p = {res['srm_p_value']:.2e}; observed shares {obs}. "
+                           "The assignment or the logging is broken: do not trust the comparison.")
+    result = {"log": str(log), "metric": metric, "by": by, "alpha": alpha, **res, "expected_shares": exp_share,
+              **extra, "warnings": warnings}
+    table = Table(title=f"{metric} by {by} ({log.name})")
+    for c in ("variant", "n", "share", "mean", f"{1 - alpha:.0%} CI", "diff vs control", "lift", "p-value"):
+        table.add_column(c, justify="right")
+    for vs in res["variants"]:
+        v = vs["variant"]
+        c = res["comparisons"].get(v)
+        table.add_row(v + (" (control)" if v == res["control"] else ""), f"{vs['n']:,}", f"{vs['n'] / total:.4f}",
+                      f"{vs['mean']:.5f}", f"[{vs['ci_low']:.5f}, {vs['ci_high']:.5f}]",
+                      "" if c is None else f"{c['diff']:+.5f} [{c['ci_low']:+.5f}, {c['ci_high']:+.5f}]",
+                      "" if c is None else f"{c['lift']:+.2%}",
+                      "" if c is None else f"{c['p_value']:.4g}" + (" *" if c["significant"] else ""))
+    console.print(table)
+    console.print(f"sample-ratio check: chi-square p = {res['srm_p_value']:.4g} against "
+                  + ", ".join(f"{v}={s:.4f}" for v, s in sorted(exp_share.items())))
+    if "ips" in res:
+        i = res["ips"]
+        console.print(f"IPS estimate of policy {i['policy']}: {i['ips']:.5f} +- {i['ips_se']:.5f} "
+                      f"(SNIPS {i['snips']:.5f}, clip {i['clip']}, clipped {i['clipped_share']:.2%})")
+    for w in warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result))
 
 
 def main() -> None:  # pragma: no cover

@@ -9,8 +9,10 @@ written beside it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +100,8 @@ def popularity_profile(recs: np.ndarray, item_pop: np.ndarray, bins: int = 10) -
     order = np.argsort(item_pop, kind="stable")
     decile = np.empty(len(item_pop), np.int64)
     decile[order] = np.arange(len(item_pop)) * bins // len(item_pop)
-    counts = np.bincount(decile[recs.ravel()], minlength=bins)
+    r = np.asarray(recs).ravel()
+    counts = np.bincount(decile[r[r >= 0]], minlength=bins)  # -1 = an empty slot
     return (counts / max(1, counts.sum())).tolist()
 
 
@@ -110,10 +113,88 @@ def plot_popularity_bias(profiles: dict[str, list[float]]) -> bytes:
     ax.axhline(1 / 10, color="k", lw=0.8, ls="--", label="uniform")
     ax.set_xlabel("item popularity decile (1 = least popular)")
     ax.set_ylabel("share of top-20 recommendations")
-    ax.set_yscale("log")
+    ax.set_xticks(range(1, 11))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def plot_training_curves(curves: dict[str, dict[str, Any]]) -> bytes:
+    """One column per model: training loss per epoch (top) and its validation metric (bottom).
+
+    `curves[name]` = {"epoch": [...], "loss": [...], "metric": name or None, "valid": [...]}.
+    Each model has its own axes: the losses of different objectives are not comparable.
+    """
+    names = list(curves)
+    fig, axes = plt.subplots(2, max(1, len(names)), figsize=(3.2 * max(1, len(names)), 5.2), squeeze=False)
+    for j, name in enumerate(names):
+        c, col = curves[name], _PALETTE[j % len(_PALETTE)]
+        top, bottom = axes[0, j], axes[1, j]
+        top.plot(c["epoch"], c["loss"], marker="o", ms=3, color=col)
+        top.set_title(name, fontsize=10)
+        top.set_ylabel("training loss" if j == 0 else "")
+        if c.get("metric") and c.get("valid"):
+            bottom.plot(c["epoch"], c["valid"], marker="o", ms=3, color=col)
+            bottom.set_ylabel(f"validation {c['metric']}", fontsize=8)
+        else:
+            bottom.text(0.5, 0.5, "no validation\n(trained on all\nknown data)", ha="center", va="center",
+                        fontsize=8, color="#777", transform=bottom.transAxes)
+            bottom.set_yticks([])
+        bottom.set_xlabel("epoch")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_stages(stages: dict[str, float], baselines: dict[str, float], metric: str) -> bytes:
+    """Horizontal bars: `metric` after each pipeline stage, baselines as dashed vertical lines."""
+    names = list(stages)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.6))
+    y = np.arange(len(names))[::-1]
+    ax.barh(y, [stages[n] for n in names], color=_PALETTE[0], height=0.6)
+    for yy, n in zip(y, names, strict=True):
+        ax.text(stages[n], yy, f" {stages[n]:.4f}", va="center", fontsize=8)
+    for j, (n, v) in enumerate(baselines.items()):
+        ax.axvline(v, color=_PALETTE[(j + 1) % len(_PALETTE)], ls="--", lw=1.2, label=f"{n} ({v:.4f})")
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlabel(metric)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="baselines", title_fontsize=7)
+    return _png(fig)
+
+
+# ---- figures with the numbers they were drawn from ----------------------------------------------
+def digest(data: Any) -> str:
+    """A short hash of JSON-able plotted data (stable key order): ties a figure in the page to
+    its entry in figures.json."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Figures:
+    """Collects figures as (PNG, the exact data plotted, caption). `write` saves every PNG under
+    `out/figures/` and the data to `out/figures.json`; `html(name)` is the page's <figure>, its
+    PNG embedded and tagged with the figure's name and the digest of its data."""
+
+    def __init__(self) -> None:
+        self.png: dict[str, bytes] = {}
+        self.data: dict[str, Any] = {}
+        self.caption: dict[str, str] = {}
+
+    def add(self, name: str, png: bytes, data: Any, caption: str = "") -> None:
+        self.png[name], self.data[name], self.caption[name] = png, data, caption
+
+    def html(self, name: str) -> str:
+        cap = f"<figcaption>{_esc(self.caption[name])}</figcaption>" if self.caption[name] else ""
+        return (f"<figure data-figure='{_esc(name)}' data-digest='{digest(self.data[name])}'>"
+                f"{img_tag(self.png[name], name)}{cap}</figure>")
+
+    def write(self, out: Path) -> dict[str, str]:
+        paths = write_figures(out, self.png)
+        (out / "figures.json").write_text(json.dumps(
+            {n: {"png": paths[n], "digest": digest(d), "data": d} for n, d in self.data.items()}))
+        return paths
 
 
 # ---- HTML ---------------------------------------------------------------------------------------
@@ -125,6 +206,9 @@ th:first-child,td:first-child{text-align:left}tr.best td{font-weight:600;backgro
 img{max-width:100%;border:1px solid #eee;margin:.5em 0}.ex{display:grid;grid-template-columns:1fr 1fr;gap:1em}
 .card{border:1px solid #e3e3e3;border-radius:6px;padding:.6em 1em}.card ol{margin:.3em 0;padding-left:1.4em}
 .tag{display:inline-block;font-size:11px;background:#eef;border-radius:3px;padding:0 4px;margin-left:4px;color:#335}
+figure{margin:.5em 0}figcaption{color:#555;font-size:13px}.hit{background:#e5f6e5}
+code{background:#f4f4f4;padding:1px 4px;border-radius:3px}.note{color:#555;font-size:13px}
+table.trace td,table.trace th{text-align:left;vertical-align:top}table.trace td.num{text-align:right}
 """
 
 

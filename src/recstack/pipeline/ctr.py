@@ -3,6 +3,16 @@ ranker. Its feature pipeline and feature store travel with it (`Ranker.save` dir
 in a bundle's `extras/`), so serving computes exactly the training-time features.
 
     rankers: {"din": {"kind": "ctr", "extra": "din"}}     # extras/din = Ranker.save(...)
+
+Two paths, same features:
+
+* `FastCTRRanker` (used whenever every feature is an item attribute, a user attribute or the
+  request's item history): at load, the fitted feature pipeline encodes every catalog item and
+  every known user once; a request then only gathers rows of those code tables, encodes its
+  history with an item -> code array, and runs one batched forward over all candidates under
+  `torch.inference_mode` (no polars, no per-candidate Python): ~1-3 ms for 200 candidates.
+* `CTRRanker`: the generic path through `score_candidates` (a polars frame per request, tens of
+  ms), for schemas with request context, crosses or precomputed vectors.
 """
 
 from __future__ import annotations
@@ -12,7 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
+import torch
 
+from recstack.features.specs import (
+    Bucketized,
+    Categorical,
+    IdSequence,
+    MultiHot,
+    Numeric,
+    column_of,
+)
 from recstack.pipeline.catalog import ItemCatalog, UserStore
 
 
@@ -37,8 +57,142 @@ class CTRRanker:
         return np.asarray(scores, np.float32).reshape(len(items), -1)[:, 0]  # multi-task: primary task
 
 
-def load_ctr_ranker(name: str, path: str | Path, catalog: ItemCatalog, users: UserStore) -> CTRRanker:
-    """Load a `recstack.ranking.Ranker` saved at `path` (JSON + safetensors + Parquet) on CPU."""
+class Unsupported(ValueError):
+    """The ranker's schema has features the fast path cannot precompute."""
+
+
+def _table(keys: np.ndarray, key: str, attrs: pl.DataFrame | None) -> pl.DataFrame:
+    """Rows aligned with `keys` (raw ids): `key` + the attribute columns of `attrs` (null where
+    the id is unknown to it)."""
+    frame = pl.DataFrame([pl.Series(key, keys)])
+    if attrs is None or attrs.width <= 1:
+        return frame
+    look = attrs[key].cast(pl.String)
+    rows = frame[key].cast(pl.String).replace_strict(look, pl.Series(np.arange(attrs.height, dtype=np.int64)),
+                                                     default=None, return_dtype=pl.Int64)
+    extra = [c for c in attrs.columns if c != key]
+    return frame.with_columns(attrs.select(extra).select(pl.all().gather(rows)).get_columns())
+
+
+def _nulls(frame: pl.DataFrame, like: pl.DataFrame, skip: set[str]) -> pl.DataFrame:
+    """`frame` + every column of `like` it lacks, all null (same dtypes)."""
+    add = [pl.Series(c, [None] * frame.height, dtype=like[c].dtype) for c in like.columns
+           if c not in frame.columns and c not in skip]
+    return frame.with_columns(add) if add else frame
+
+
+class FastCTRRanker:
+    """A fitted `recstack.ranking.Ranker` scoring one request's candidates from precomputed code
+    tables (see the module docstring). Returns P(click) of the primary task; abstains (None) on
+    the cold-start path (no user, no history), like the other personalised rankers."""
+
+    def __init__(self, name: str, ranker: Any, catalog: ItemCatalog, users: UserStore) -> None:
+        self.name, self.ranker, self.catalog, self.users = name, ranker, catalog, users
+        store, pipe = ranker.store, ranker.pipeline
+        if store is None or store.items is None:
+            raise Unsupported(f"ranker '{name}': no feature store with item attributes")
+        ikey, ukey, hcol = store.item_key, store.user_key, store.history_column
+        item_cols = set(store.items.columns)
+        user_cols = {ukey} | set(store.users.columns if store.users is not None else ())
+        state = store.histories
+        state_cols = set(state.columns) - {ukey} if state is not None else set()
+        if state_cols - {hcol}:
+            raise Unsupported(f"ranker '{name}': stored request-time columns {sorted(state_cols - {hcol})}")
+        # side of every output column, in the pipeline's output order
+        cat_side, num_side, bag_side = [], [], {}
+        for s in pipe.specs:
+            col = column_of(s)
+            side = "item" if col in item_cols else "user" if col in user_cols else None
+            if isinstance(s, IdSequence) and col == hcol:
+                side = "history"
+            if side is None or not isinstance(s, Categorical | Bucketized | Numeric | MultiHot | IdSequence):
+                raise Unsupported(f"ranker '{name}': feature '{s.name}' (column '{col}') is neither an item "
+                                  "attribute, a user attribute nor the history")
+            if isinstance(s, Categorical | Bucketized):
+                cat_side.append(side)
+            elif isinstance(s, Numeric):
+                num_side.append(side)
+            else:
+                bag_side[s.name] = (side, s)
+        if sum(v[0] == "history" for v in bag_side.values()) > 1:
+            raise Unsupported(f"ranker '{name}': more than one history sequence")
+        # encode every catalog item and every known user (+ one anonymous row) once
+        items = _table(catalog.ids, ikey, store.items)
+        urows = _table(users.ids, ukey, store.users)
+        urows = pl.concat([urows, urows.clear(1)])  # last row: anonymous (all missing)
+        empty = pl.Series(hcol, [[] for _ in range(items.height)],
+                          dtype=pl.List(store.items[ikey].dtype))
+        items = _nulls(items.with_columns(empty), urows, set())
+        urows = urows.with_columns(pl.Series(hcol, [[] for _ in range(urows.height)],
+                                             dtype=pl.List(store.items[ikey].dtype)))
+        urows = _nulls(urows, items, set())
+        it = pipe.transform(items, where=f"{name}: catalog items")
+        ut = pipe.transform(urows, where=f"{name}: users")
+        if it["emb"].shape[1] or it["cross"].shape[1]:
+            raise Unsupported(f"ranker '{name}': crosses / precomputed vectors")
+        ic, uc = np.array([s == "item" for s in cat_side]), np.array([s == "user" for s in num_side])
+        self.item_cat, self.user_cat = it["cat"], ut["cat"]
+        self.user_cat_cols = torch.from_numpy(np.flatnonzero(~ic))
+        self.item_num, self.user_num = it["num"], ut["num"]
+        self.user_num_cols = torch.from_numpy(np.flatnonzero(uc))
+        self.bags: dict[str, tuple[str, torch.Tensor]] = {}
+        self.history_bag: tuple[str, torch.Tensor, int] | None = None
+        for bname, (side, spec) in bag_side.items():
+            key = f"bag.{bname}"
+            if side == "history":  # catalog index -> the sequence's code of that item
+                codes = pipe._encode(pl.Series(catalog.ids), spec)
+                self.history_bag = (key, torch.from_numpy(np.asarray(codes, np.int64)), spec.max_len)
+            else:
+                self.bags[key] = (side, it[key] if side == "item" else ut[key])
+        self.module = ranker.module_
+        self.module.eval()
+        self.anonymous = users.n_users
+
+    def batch(self, user: int | None, items: np.ndarray, history: np.ndarray) -> dict[str, torch.Tensor]:
+        """The model tensors of one request (what `pipeline.transform` gives for its rows)."""
+        u = self.anonymous if user is None else int(user)
+        idx = torch.from_numpy(np.asarray(items, np.int64))
+        c = len(idx)
+        cat = self.item_cat[idx]
+        if len(self.user_cat_cols):
+            cat[:, self.user_cat_cols] = self.user_cat[u, self.user_cat_cols]
+        num = self.item_num[idx]
+        if len(self.user_num_cols):
+            num[:, self.user_num_cols] = self.user_num[u, self.user_num_cols]
+        out = {"cat": cat, "num": num, "emb": torch.zeros(c, 0), "cross": torch.zeros(c, 0, dtype=torch.long)}
+        for key, (side, table) in self.bags.items():
+            out[key] = table[idx] if side == "item" else table[u].expand(c, -1)
+        if self.history_bag is not None:
+            key, codes, max_len = self.history_bag
+            seq = torch.zeros(1, max_len, dtype=torch.long)
+            h = np.asarray(history, np.int64)[-max_len:]
+            if len(h):
+                seq[0, max_len - len(h):] = codes[torch.from_numpy(h)]
+            out[key] = seq.expand(c, -1)
+        return out
+
+    def score(self, user: int | None, items: np.ndarray, history: np.ndarray,
+              context: Mapping[str, Any]) -> np.ndarray | None:
+        if user is None and len(history) == 0:
+            return None  # cold start: nothing personal to score with; the stage keeps the order
+        if len(items) == 0:
+            return np.zeros(0, np.float32)
+        with torch.inference_mode():
+            z = self.module(self.batch(user, items, history))
+            z = z[:, 0] if z.ndim == 2 else z  # multi-task: primary task
+            return torch.sigmoid(z.float()).numpy()
+
+
+def load_ctr_ranker(name: str, path: str | Path, catalog: ItemCatalog, users: UserStore,
+                    fast: bool = True) -> CTRRanker | FastCTRRanker:
+    """Load a `recstack.ranking.Ranker` saved at `path` (JSON + safetensors + Parquet) on CPU:
+    the precomputed fast path when its schema allows (and `fast`), else `score_candidates`."""
     from recstack.ranking import Ranker
 
-    return CTRRanker(name, Ranker.load(path, device="cpu"), catalog, users)
+    r = Ranker.load(path, device="cpu")
+    if fast:
+        try:
+            return FastCTRRanker(name, r, catalog, users)
+        except Unsupported:
+            pass
+    return CTRRanker(name, r, catalog, users)

@@ -8,6 +8,7 @@ leave-one-out history only (train + valid), so the held-out items can evaluate t
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -30,41 +31,67 @@ from recstack.pipeline.config import PipelineConfig
 from recstack.pipeline.matrices import dense_top_k, transition_matrix
 from recstack.serving.bundle import write_bundle
 
+_SOURCES = [
+    {"name": "two_tower", "kind": "ann", "model": "two_tower", "index": "two_tower", "n": 200},
+    {"name": "item2item", "kind": "item2item", "matrix": "itemknn", "n": 200, "last_n": 20, "decay": 0.9},
+    {"name": "sequential", "kind": "sequential", "matrix": "transitions", "n": 100, "last_n": 3, "decay": 0.5},
+    {"name": "popular", "kind": "popular", "n": 50, "weight": 0.5},
+    {"name": "fresh", "kind": "fresh", "n": 20, "weight": 0.2},
+]
+RANKER_RECIPES = ("ctr_blend", "ctr", "blend")
 
-def default_pipeline() -> dict[str, Any]:
-    """The pipeline `export` writes unless the recipe gives one (as a plain dict)."""
-    return {
-        "sources": [
-            {"name": "two_tower", "kind": "ann", "model": "two_tower", "index": "two_tower", "n": 200},
-            {"name": "item2item", "kind": "item2item", "matrix": "itemknn", "n": 200, "last_n": 20, "decay": 0.9},
-            {"name": "sequential", "kind": "sequential", "matrix": "transitions", "n": 100, "last_n": 3, "decay": 0.5},
-            {"name": "popular", "kind": "popular", "n": 50, "weight": 0.5},
-            {"name": "fresh", "kind": "fresh", "n": 20, "weight": 0.2},
-        ],
-        "rankers": {
-            # each signal is one ranker; the stages blend their z-scores over the candidates
-            "two_tower": {"kind": "recommender", "model": "two_tower"},
-            "recent_i2i": {"kind": "matrix", "matrix": "itemknn", "history_len": 20, "decay": 0.9},
-            "next_item": {"kind": "matrix", "matrix": "transitions", "history_len": 3, "decay": 0.5},
-            "ease": {"kind": "matrix", "matrix": "ease", "history_len": 100},
-            "popularity": {"kind": "popularity"},
-            # weights: equal, next-item x2 and the re-ranking strengths chosen on the validation
-            # item (benchmarks/bench_pipeline.py on a holdout_part=valid bundle), never the test
-            "coarse": {"kind": "blend", "parts": [{"ranker": "two_tower", "weight": 1.0},
-                                                  {"ranker": "recent_i2i", "weight": 1.0},
-                                                  {"ranker": "next_item", "weight": 2.0}]},
-            "fine": {"kind": "blend", "parts": [{"ranker": "two_tower", "weight": 1.0},
-                                                {"ranker": "recent_i2i", "weight": 1.0},
-                                                {"ranker": "next_item", "weight": 2.0},
-                                                {"ranker": "ease", "weight": 1.0},
-                                                {"ranker": "popularity", "weight": 0.5}]},
-        },
+
+def default_pipeline(rankers: str = "blend") -> dict[str, Any]:
+    """The pipeline `export` writes unless the recipe gives one (as a plain dict).
+
+    `rankers` (the recipe's `rankers` switch; `export` defaults to "ctr_blend"):
+    "blend" = the ranking stages blend the retrieval models' signals (z-scores; no CTR model);
+    "ctr" = the coarse stage is a light CTR model (FM) and the fine stage DIN target attention,
+    both trained on the candidate-ranking task (`recstack.pipeline.ranker_training`) and shipped
+    in `extras/coarse_ctr`, `extras/fine_ctr`; "ctr_blend" = each stage blends its CTR model's
+    score (weight 0.5) with the "blend" signals (on MovieLens the CTR models alone rank the
+    candidates no better than chance: docs/serving.md)."""
+    if rankers not in RANKER_RECIPES:
+        raise ValueError(f"rankers must be one of {RANKER_RECIPES}, got {rankers!r}")
+    blend = {
+        # each signal is one ranker; the stages blend their z-scores over the candidates
+        "two_tower": {"kind": "recommender", "model": "two_tower"},
+        "recent_i2i": {"kind": "matrix", "matrix": "itemknn", "history_len": 20, "decay": 0.9},
+        "next_item": {"kind": "matrix", "matrix": "transitions", "history_len": 3, "decay": 0.5},
+        "ease": {"kind": "matrix", "matrix": "ease", "history_len": 100},
+        "popularity": {"kind": "popularity"},
+        # weights: equal, next-item x2 and the re-ranking strengths chosen on the validation
+        # item (benchmarks/bench_pipeline.py on a holdout_part=valid bundle), never the test
+        "coarse": {"kind": "blend", "parts": [{"ranker": "two_tower", "weight": 1.0},
+                                              {"ranker": "recent_i2i", "weight": 1.0},
+                                              {"ranker": "next_item", "weight": 2.0}]},
+        "fine": {"kind": "blend", "parts": [{"ranker": "two_tower", "weight": 1.0},
+                                            {"ranker": "recent_i2i", "weight": 1.0},
+                                            {"ranker": "next_item", "weight": 2.0},
+                                            {"ranker": "ease", "weight": 1.0},
+                                            {"ranker": "popularity", "weight": 0.5}]},
+    }
+    out = {
+        "sources": [dict(s) for s in _SOURCES],
+        "rankers": blend,
         "coarse": {"ranker": "coarse", "keep": 200},
         "fine": {"ranker": "fine", "keep": 50},
         "rerank": {"filter_seen": True, "freshness_weight": 0.0, "mmr_lambda": 0.95,
                    "mmr_model": "two_tower", "category_cap": 5},
         "history_len": 100,
     }
+    if rankers in ("ctr", "ctr_blend"):
+        out["rankers"] = {**blend, "coarse_ctr": {"kind": "ctr", "extra": "coarse_ctr"},
+                          "fine_ctr": {"kind": "ctr", "extra": "fine_ctr"}}
+        out["coarse"] = {"ranker": "coarse_ctr", "keep": 200}
+        out["fine"] = {"ranker": "fine_ctr", "keep": 50}
+    if rankers == "ctr_blend":
+        r = out["rankers"]
+        r["coarse_mix"] = {"kind": "blend", "parts": [*r["coarse"]["parts"], {"ranker": "coarse_ctr", "weight": 0.5}]}
+        r["fine_mix"] = {"kind": "blend", "parts": [*r["fine"]["parts"], {"ranker": "fine_ctr", "weight": 0.5}]}
+        out["coarse"] = {"ranker": "coarse_mix", "keep": 200}
+        out["fine"] = {"ranker": "fine_mix", "keep": 50}
+    return out
 
 
 @dataclass
@@ -85,7 +112,14 @@ class ExportRecipe:
             `ease_top_k` largest weights per row, is the item-item part of the fine ranker.
         transitions: `transition_matrix` options (the sequential source).
         index: IndexConfig options for the two-tower item index.
-        pipeline: PipelineConfig as a dict (None = `default_pipeline()`).
+        pipeline: PipelineConfig as a dict (None = `default_pipeline(rankers)`).
+        rankers: "ctr_blend" (default: CTR scores blended with the retrieval signals), "ctr"
+            (coarse FM + fine DIN alone, trained on the candidate-ranking task) or "blend" (the
+            retrieval models' signals only; no CTR training). See `default_pipeline`.
+        ranker_task: `candidate_ranking_task` options, plus `n` / `popular` (the two-tower and
+            popularity candidates negatives are drawn from).
+        coarse_ctr, fine_ctr: Ranker options overriding `ranker_training.COARSE_DEFAULTS` /
+            `FINE_DEFAULTS` (e.g. {"model": "deepfm"}, {"dim": 8}).
         seed: training seed.
     """
 
@@ -103,6 +137,12 @@ class ExportRecipe:
     index: dict[str, Any] = field(default_factory=lambda: {"kind": "hnsw", "hnsw_m": 16,
                                                           "ef_construction": 100, "ef_search": 128})
     pipeline: dict[str, Any] | None = None
+    rankers: str = "ctr_blend"
+    ranker_task: dict[str, Any] = field(default_factory=lambda: {
+        "n": 200, "popular": 50, "n_retrieved": 3, "n_uniform": 1, "history_len": 20,
+        "max_events_per_user": 100})
+    coarse_ctr: dict[str, Any] = field(default_factory=dict)
+    fine_ctr: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
 
     @classmethod
@@ -139,7 +179,8 @@ def export_bundle(recipe: ExportRecipe, out: str | Path, version: str | None = N
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)
-    config = PipelineConfig.from_dict(recipe.pipeline or default_pipeline())  # validate first
+    config = PipelineConfig.from_dict(recipe.pipeline or default_pipeline(recipe.rankers))  # validate first
+    ctr_extras = sorted({r["extra"] for r in config.rankers.values() if r.get("kind") == "ctr"} & {"coarse_ctr", "fine_ctr"})
     t0 = time.perf_counter()
     data, _ = training_data(recipe)
     log(f"data: {len(data):,} interactions, {data.n_users:,} users, {data.n_items:,} items")
@@ -164,13 +205,38 @@ def export_bundle(recipe: ExportRecipe, out: str | Path, version: str | None = N
     index = timed("index", lambda: build_index(item_vectors(tt), IndexConfig.from_dict(recipe.index)))
     info = {"recipe": asdict(recipe), "train_seconds": timings,
             "data": {"interactions": len(data), "users": data.n_users, "items": data.n_items}}
-    path = write_bundle(
-        out, config, ItemCatalog.from_interactions(data, recipe.category_field),
-        UserStore.from_interactions(data), models={"two_tower": tt},
-        indexes={"two_tower": index}, matrices=matrices,
-        version=version, info=info, overwrite=overwrite)
+    with tempfile.TemporaryDirectory(prefix="recstack-rankers-") as tmp:
+        extras = {}
+        if ctr_extras:
+            info["rankers"] = timed("ctr_rankers", lambda: _train_ctr_rankers(recipe, data, tt, tmp, log))
+            extras = {name: Path(tmp) / name for name in ctr_extras}
+        path = write_bundle(
+            out, config, ItemCatalog.from_interactions(data, recipe.category_field),
+            UserStore.from_interactions(data), models={"two_tower": tt},
+            indexes={"two_tower": index}, matrices=matrices, extras=extras,
+            version=version, info=info, overwrite=overwrite)
     log(f"bundle written to {path} in {time.perf_counter() - t0:.1f} s")
     return path
+
+
+def _train_ctr_rankers(recipe: ExportRecipe, data: Interactions, retrieval: Any, out: str,
+                       log) -> dict[str, Any]:
+    """The candidate-ranking task from `retrieval`'s candidates; coarse FM + fine DIN saved
+    under `out` (see `recstack.pipeline.ranker_training`)."""
+    from recstack.pipeline.ranker_training import (
+        candidate_ranking_task,
+        retrieval_candidates,
+        train_pipeline_rankers,
+    )
+
+    opts = dict(recipe.ranker_task)
+    cands = retrieval_candidates(retrieval, data, n=int(opts.pop("n", 200)), popular=int(opts.pop("popular", 50)))
+    task = candidate_ranking_task(data, cands, seed=recipe.seed, **opts)
+    log(f"candidate-ranking task: {task.info['train']:,} train rows, {task.info['valid']:,} valid rows")
+    seed = {"seed": recipe.seed}
+    report = train_pipeline_rankers(task, out, {**seed, **recipe.coarse_ctr}, {**seed, **recipe.fine_ctr},
+                                    device="cpu", log=log)
+    return {"task": task.info, **{k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in report.items()}}
 
 
 def recipe_with_overrides(recipe: ExportRecipe, overrides: dict[str, Any]) -> ExportRecipe:
@@ -188,3 +254,34 @@ def recipe_with_overrides(recipe: ExportRecipe, overrides: dict[str, Any]) -> Ex
         else:
             d[head] = value
     return ExportRecipe.from_dict(d)
+
+
+def add_ctr_rankers(src: str | Path, out: str | Path, recipe_overrides: dict[str, Any] | None = None,
+                    version: str | None = None, overwrite: bool = False, log=print) -> Path:
+    """A copy of the bundle at `src` with the coarse / fine CTR rankers trained (as `export_bundle`
+    does, on the data its manifest's recipe names, with its two-tower as the candidate
+    generator) and the pipeline's stages switched to `default_pipeline(recipe.rankers)`'s (the
+    "ctr_blend" ones for a "blend" recipe); the other assets
+    are reused, not retrained."""
+    from recstack.serving.bundle import load_bundle
+
+    b = load_bundle(src)
+    recipe = recipe_with_overrides(ExportRecipe.from_dict(b.manifest["info"]["recipe"]), recipe_overrides or {})
+    data, _ = training_data(recipe)
+    a = b.assets
+    if data.n_items != a.catalog.n_items:
+        raise ValueError(f"{src}: the recipe's data has {data.n_items} items, the bundle {a.catalog.n_items}")
+    cfg = b.config.to_dict()
+    ctr = default_pipeline(recipe.rankers if recipe.rankers != "blend" else "ctr_blend")
+    cfg["rankers"] = {**cfg["rankers"], **{k: v for k, v in ctr["rankers"].items() if k not in cfg["rankers"]}}
+    cfg["coarse"], cfg["fine"] = ctr["coarse"], ctr["fine"]
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="recstack-rankers-") as tmp:
+        report = _train_ctr_rankers(recipe, data, a.model("two_tower"), tmp, log)
+        info = {**b.manifest["info"], "recipe": asdict(recipe), "rankers": report,
+                "ctr_added_to": {"path": str(b.path), "version": b.version,
+                                 "seconds": round(time.perf_counter() - t0, 1)}}
+        extras = {**a.extras, "coarse_ctr": Path(tmp) / "coarse_ctr", "fine_ctr": Path(tmp) / "fine_ctr"}
+        return write_bundle(out, PipelineConfig.from_dict(cfg), a.catalog, a.users, a.models, a.indexes,
+                            a.matrices, extras, version=version or f"{b.version}+ctr", info=info,
+                            overwrite=overwrite)

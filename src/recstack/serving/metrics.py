@@ -29,6 +29,43 @@ class ServiceMetrics:
             self.stage.labels(stage)
         self.bundle = Gauge("recstack_bundle_loaded_timestamp_seconds", "load time of the served bundle",
                             ["version"], registry=r)
+        # A/B: per-variant traffic, latency and feedback (variant "default" without an experiment)
+        self.variant_requests = Counter("recstack_variant_requests_total", "/recommend answers by A/B variant",
+                                        ["variant"], registry=r)
+        self.variant_latency = Histogram("recstack_variant_request_seconds",
+                                         "/recommend handler time by A/B variant", ["variant"],
+                                         buckets=_BUCKETS, registry=r)
+        self.feedback = Counter("recstack_feedback_total", "feedback events by A/B variant",
+                                ["variant"], registry=r)
+        self.feedback_clicks = Counter("recstack_feedback_clicks_total", "clicks reported by A/B variant",
+                                       ["variant"], registry=r)
+        self.feedback_reward = Gauge("recstack_feedback_reward_sum", "sum of feedback rewards by A/B variant "
+                                     "(a gauge: rewards may be negative)", ["variant"], registry=r)
+        self.variant_bundle = Gauge("recstack_variant_bundle_info", "bundle version served by each A/B variant",
+                                    ["variant", "version"], registry=r)
+        self._variant_versions: dict[str, str] = {}
+
+    def add_variant(self, name: str) -> tuple[Counter, Histogram]:
+        """Export a variant's series at 0 and return its (request counter, latency histogram)
+        children, resolved once so the request path skips the label lookup."""
+        self.feedback.labels(name)
+        self.feedback_clicks.labels(name)
+        self.feedback_reward.labels(name)
+        return self.variant_requests.labels(name), self.variant_latency.labels(name)
+
+    def set_variant_bundle(self, variant: str, version: str) -> None:
+        old = self._variant_versions.get(variant)
+        if old is not None:
+            self.variant_bundle.remove(variant, old)
+        self._variant_versions[variant] = version
+        self.variant_bundle.labels(variant, version).set(1)
+
+    def observe_feedback(self, variant: str, click: bool, reward: float) -> None:
+        self.feedback.labels(variant).inc()
+        if click:
+            self.feedback_clicks.labels(variant).inc()
+        if reward:
+            self.feedback_reward.labels(variant).inc(reward)
 
     def observe_stages(self, timings_ms: dict[str, float]) -> None:
         for stage in _STAGES:

@@ -42,6 +42,8 @@ class RecommendRequest(BaseModel):
         "examples": [{"user_id": 1, "k": 10}, {"history": [1, 32, 260], "k": 5, "explain": True}]})
 
     user_id: RawId | None = Field(None, description="known user id; unknown ids are ignored with a warning")
+    session_id: Annotated[str, Field(max_length=256)] | None = Field(
+        None, description="anonymous session id: the A/B assignment unit when there is no user_id")
     history: list[RawId] = Field(default_factory=list, max_length=MAX_HISTORY,
                                  description="recent item ids, oldest first")
     k: Int = Field(10, ge=1, le=MAX_K, description="number of items (clamped to the bundle's max_k)")
@@ -68,6 +70,49 @@ class RecommendResponse(BaseModel):
     timings_ms: dict[str, float]
     counts: dict[str, int]
     skipped_stages: list[str]
+    request_id: str = Field(description="echoes X-Request-ID, or a generated id; quote it in /feedback")
+    variant: str = Field(description="A/B variant that served the request (`default` without an experiment)")
+    experiment: str | None = Field(None, description="experiment name (None without an experiment)")
+
+
+class FeedbackRequest(BaseModel):
+    """What the user did with a recommendation: a click and/or a reward for one item."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    request_id: Annotated[str, Field(max_length=128)] | None = Field(
+        None, description="the `request_id` of the /recommend answer (joins impression and feedback)")
+    user_id: RawId | None = None
+    session_id: Annotated[str, Field(max_length=256)] | None = None
+    variant: Annotated[str, Field(max_length=64)] | None = Field(
+        None, description="the `variant` of the /recommend answer (default: recomputed from user / session)")
+    item_id: RawId | None = None
+    position: Int | None = Field(None, ge=0, le=MAX_K - 1, description="0-based slot of the item")
+    click: bool | None = None
+    reward: float | None = Field(None, ge=-1e9, le=1e9, allow_inf_nan=False,
+                                 description="any numeric outcome (default: 1 for a click, 0 otherwise)")
+
+
+class FeedbackResponse(BaseModel):
+    logged: bool
+    request_id: str | None
+    variant: str | None
+    experiment: str | None
+
+
+class VariantInfo(BaseModel):
+    name: str
+    weight: float
+    share: float
+    bundle_version: str | None
+    path: str
+
+
+class ExperimentInfo(BaseModel):
+    name: str | None = Field(description="None when serving one bundle without an experiment")
+    control: str
+    variants: list[VariantInfo]
+    event_log: bool
 
 
 class SimilarItem(BaseModel):
@@ -80,6 +125,7 @@ class SimilarResponse(BaseModel):
     items: list[SimilarItem]
     source: str
     bundle_version: str
+    variant: str = Field(description="the variant that answered (an experiment's control)")
 
 
 class Health(BaseModel):
@@ -97,6 +143,8 @@ class ReloadRequest(BaseModel):
 
     path: Annotated[str, Field(max_length=4096)] | None = Field(
         None, description="bundle directory; default: the path served (re-resolving symlinks)")
+    variant: Annotated[str, Field(max_length=64)] | None = Field(
+        None, description="A/B variant to swap (required when an experiment has several)")
 
 
 class ReloadResponse(BaseModel):
@@ -104,6 +152,7 @@ class ReloadResponse(BaseModel):
     version: str
     path: str
     seconds: float
+    variant: str
 
 
 class ErrorBody(BaseModel):

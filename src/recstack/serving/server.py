@@ -10,6 +10,7 @@ import torch
 import uvicorn
 
 from recstack.serving.app import ServiceSettings, create_app
+from recstack.serving.experiment import ExperimentConfig
 
 
 def configure_runtime(threads: int = 1) -> None:
@@ -21,12 +22,14 @@ def configure_runtime(threads: int = 1) -> None:
     sys.setswitchinterval(0.001)
 
 
-def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000,
+def serve(bundle: str | Path | None, host: str = "127.0.0.1", port: int = 8000,
           settings: ServiceSettings | None = None, threads: int = 1,
-          graceful_timeout: float = 10.0, log_level: str = "warning") -> None:
-    """Serve `bundle` until SIGINT / SIGTERM; on shutdown, new connections are refused, /ready
-    turns 503, and in-flight requests get up to `graceful_timeout` seconds to finish."""
+          graceful_timeout: float = 10.0, log_level: str = "warning",
+          experiment: ExperimentConfig | None = None) -> None:
+    """Serve `bundle` (or the variants of an A/B `experiment`) until SIGINT / SIGTERM; on
+    shutdown, new connections are refused, /ready turns 503, and in-flight requests get up to
+    `graceful_timeout` seconds to finish."""
     configure_runtime(threads)
-    app = create_app(bundle, settings)
+    app = create_app(bundle, settings, experiment=experiment)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
                 timeout_graceful_shutdown=graceful_timeout, lifespan="on")
