@@ -328,7 +328,7 @@ def test_ab_split_is_deterministic_logged_and_counted(bundles, tmp_path):
         # feedback validation and per-variant hot swap
         assert c.post("/feedback", json={"click": True}).status_code == 422
         assert c.post("/feedback", json={"request_id": "r"}).status_code == 422
-        assert c.post("/feedback", json={"request_id": "r", "variant": "Z", "click": True}).status_code == 422
+        assert c.post("/feedback", json={"request_id": "r", "variant": "Z", "click": True}).status_code == 404
         assert c.post("/admin/reload", json={}, headers={"X-Admin-Token": TOKEN}).status_code == 422
         r = c.post("/admin/reload", json={"variant": "B", "path": str(bundles["v1"])}, headers={"X-Admin-Token": TOKEN})
         assert r.status_code == 200 and r.json()["variant"] == "B" and r.json()["version"] == "v1", r.text

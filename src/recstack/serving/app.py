@@ -83,11 +83,13 @@ def allowed_bundle_path(path: str | Path, roots: tuple[Path, ...]) -> bool:
     return any(target != root and target.is_relative_to(root) for root in roots)
 
 
-def freeze_heap() -> None:
+def freeze_heap(collect: bool = True) -> None:
     """Move the loaded bundle's objects out of the garbage collector's view: full collections
     then scan only per-request garbage instead of pausing on the whole model (a stall that
-    shows up as a p99 spike)."""
-    gc.collect()
+    shows up as a p99 spike). After a hot swap `collect=False`: a full collection holds the GIL
+    for ~0.15 s while requests are being served, and freezing a little garbage is harmless."""
+    if collect:
+        gc.collect()
     gc.freeze()
 
 
@@ -221,7 +223,8 @@ def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings 
                              "counts": res.counts, "skipped_stages": res.skipped,
                              "request_id": rid, "variant": variant, "experiment": exp_name})
 
-    @app.post("/feedback", response_model=FeedbackResponse, responses=_ERRORS)
+    @app.post("/feedback", response_model=FeedbackResponse,
+              responses={**_ERRORS, 404: {"model": ErrorBody, "description": "unknown variant"}})
     async def feedback(body: FeedbackRequest) -> dict[str, Any]:
         """Record what the user did with a recommendation (`click` and/or `reward`), tagged with
         the variant: the one echoed from the /recommend answer, else the one of `user_id` /
@@ -232,7 +235,8 @@ def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings 
             raise HTTPException(422, "feedback needs click or reward")
         if body.variant is not None:
             if body.variant not in lanes:
-                raise HTTPException(422, f"unknown variant {body.variant!r} (serving {list(lanes)})")
+                # 404: a well-formed reference to a variant this service does not serve
+                raise HTTPException(404, f"unknown variant {body.variant!r} (serving {list(lanes)})")
             variant: str | None = body.variant
         elif not split:
             variant = exp.control
@@ -341,7 +345,7 @@ def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings 
         metrics.set_variant_bundle(name, new.version)
         if name == exp.control:
             metrics.set_bundle(new.version)
-        freeze_heap()
+        freeze_heap(collect=False)
         return {"previous_version": prev, "version": new.version, "path": str(new.path),
                 "seconds": round(seconds, 3), "variant": name}
 

@@ -78,7 +78,15 @@ class RecommendResponse(BaseModel):
 class FeedbackRequest(BaseModel):
     """What the user did with a recommendation: a click and/or a reward for one item."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # the two "at least one of" rules the endpoint enforces, stated in the OpenAPI schema too
+    # (so clients and schema-driven tests know a body without them is invalid)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"allOf": [
+        {"anyOf": [{"required": ["request_id"], "properties": {"request_id": {"type": "string"}}},
+                   {"required": ["user_id"], "properties": {"user_id": {"not": {"type": "null"}}}},
+                   {"required": ["session_id"], "properties": {"session_id": {"type": "string"}}}]},
+        {"anyOf": [{"required": ["click"], "properties": {"click": {"type": "boolean"}}},
+                   {"required": ["reward"], "properties": {"reward": {"type": "number"}}}]},
+    ]})
 
     request_id: Annotated[str, Field(max_length=128)] | None = Field(
         None, description="the `request_id` of the /recommend answer (joins impression and feedback)")
@@ -87,10 +95,13 @@ class FeedbackRequest(BaseModel):
     variant: Annotated[str, Field(max_length=64)] | None = Field(
         None, description="the `variant` of the /recommend answer (default: recomputed from user / session)")
     item_id: RawId | None = None
-    position: Int | None = Field(None, ge=0, le=MAX_K - 1, description="0-based slot of the item")
+    # bounds inside the Annotated type so the OpenAPI schema carries them (on an Optional's
+    # Field they apply to the value but are not stated in the schema)
+    position: Annotated[int, Field(ge=0, le=MAX_K - 1), BeforeValidator(_integral)] | None = Field(
+        None, description="0-based slot of the item")
     click: bool | None = None
-    reward: float | None = Field(None, ge=-1e9, le=1e9, allow_inf_nan=False,
-                                 description="any numeric outcome (default: 1 for a click, 0 otherwise)")
+    reward: Annotated[float, Field(ge=-1e9, le=1e9, allow_inf_nan=False)] | None = Field(
+        None, description="any numeric outcome (default: 1 for a click, 0 otherwise)")
 
 
 class FeedbackResponse(BaseModel):
