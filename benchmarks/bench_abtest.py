@@ -33,7 +33,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,16 +43,12 @@ import httpx
 import numpy as np
 import polars as pl
 
+from recstack.serving.loadtest import free_port, wait_ready
+
 RECIPE = ["--set", "two_tower.epochs=2", "--set", "two_tower.dim=16", "--set", "two_tower.id_dim=16",
           "--set", "two_tower.history_dim=16", "--set", "two_tower.tower=[32]", "--set", "itemknn.k=20",
           "--set", "index.hnsw_m=8", "--set", "index.ef_construction=32",
           "--set", "rankers=blend"]  # blend rankers only: no CTR-ranker training (not what is measured)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_log(path: Path, n_users: int = 2000, n_items: int = 300, per_user: int = 15, seed: int = 0) -> None:
@@ -81,18 +76,6 @@ def build_bundles(root: Path) -> tuple[Path, Path, float]:
     return a, b, time.perf_counter() - t0
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> float:
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=1.0).status_code == 200:
-                return time.perf_counter() - t0
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("server not ready in time")
 
 
 def plan_requests(n: int, seed: int, n_users: int = 2000, n_sessions: int = 1500, n_items: int = 300) -> list[dict]:

@@ -16,36 +16,18 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import httpx
 
-from recstack.serving.loadtest import bundle_payloads, run_loadtest
+from recstack.serving.loadtest import bundle_payloads, free_port, run_loadtest, wait_ready
 
 TOKEN = "bench-admin-token"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> float:
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=1.0).status_code == 200:
-                return time.perf_counter() - t0
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("server not ready in time")
 
 
 def main() -> None:

@@ -29,6 +29,20 @@ class VariantStats:
     ci_high: float
 
 
+def iter_jsonl(path: str | Path):
+    """``(line number, parsed object)`` for every non-blank line of a JSONL file; a line that is
+    not JSON raises DataError naming the file and the line."""
+    p = Path(path)
+    with p.open() as f:
+        for ln, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield ln, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"not JSON: {e.msg}", path=str(p), line=ln) from e
+
+
 def read_log(path: str | Path, reward: str = "reward") -> dict[str, np.ndarray]:
     """Rewards per variant from a JSON-lines log.
 
@@ -38,22 +52,15 @@ def read_log(path: str | Path, reward: str = "reward") -> dict[str, np.ndarray]:
     """
     p = Path(path)
     out: dict[str, list[float]] = {}
-    with p.open() as f:
-        for ln, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"not JSON: {e.msg}", path=str(p), line=ln) from e
-            if "variant" not in row:
-                raise DataError("missing field", path=str(p), line=ln, field="variant")
-            if reward not in row:
-                raise DataError("missing field", path=str(p), line=ln, field=reward)
-            try:
-                out.setdefault(str(row["variant"]), []).append(float(row[reward]))
-            except (TypeError, ValueError) as e:
-                raise DataError(f"reward is not a number: {row[reward]!r}", path=str(p), line=ln, field=reward) from e
+    for ln, row in iter_jsonl(p):
+        if "variant" not in row:
+            raise DataError("missing field", path=str(p), line=ln, field="variant")
+        if reward not in row:
+            raise DataError("missing field", path=str(p), line=ln, field=reward)
+        try:
+            out.setdefault(str(row["variant"]), []).append(float(row[reward]))
+        except (TypeError, ValueError) as e:
+            raise DataError(f"reward is not a number: {row[reward]!r}", path=str(p), line=ln, field=reward) from e
     if not out:
         raise DataError("the log has no rows", path=str(p))
     return {k: np.asarray(v, np.float64) for k, v in out.items()}

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from recstack.abtest.analysis import ips_estimate
+from recstack.abtest.analysis import ips_estimate, iter_jsonl
 from recstack.data.errors import DataError
 
 METRICS = ("ctr", "reward")
@@ -95,41 +95,34 @@ def join_events(path: str | Path, metric: str = "ctr", by: str = "unit") -> Join
     experiments: list[str] = []
     feedback = unjoined = 0
     pending: list[tuple[str | None, float, int]] = []
-    with p.open() as f:
-        for ln, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    for ln, row in iter_jsonl(p):
+        kind = row.get("type") if isinstance(row, dict) else None
+        if kind == "impression":
+            for name in ("request_id", "variant"):
+                if row.get(name) is None:
+                    raise DataError("missing field", path=str(p), line=ln, field=name)
+            rid, v = str(row["request_id"]), str(row["variant"])
+            prop = float(row.get("propensity") or 1.0)
+            if rid not in imp:
+                order.append(rid)
+            imp[rid] = (v, str(row.get("unit_id", rid)), prop)
+            shares.setdefault(v, prop)
+            e = row.get("experiment")
+            if e is not None and e not in experiments:
+                experiments.append(e)
+        elif kind == "feedback":
+            feedback += 1
+            if row.get("click") is None and row.get("reward") is None:
+                raise DataError("feedback without click or reward", path=str(p), line=ln, field="reward")
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"not JSON: {e.msg}", path=str(p), line=ln) from e
-            kind = row.get("type") if isinstance(row, dict) else None
-            if kind == "impression":
-                for name in ("request_id", "variant"):
-                    if row.get(name) is None:
-                        raise DataError("missing field", path=str(p), line=ln, field=name)
-                rid, v = str(row["request_id"]), str(row["variant"])
-                prop = float(row.get("propensity") or 1.0)
-                if rid not in imp:
-                    order.append(rid)
-                imp[rid] = (v, str(row.get("unit_id", rid)), prop)
-                shares.setdefault(v, prop)
-                e = row.get("experiment")
-                if e is not None and e not in experiments:
-                    experiments.append(e)
-            elif kind == "feedback":
-                feedback += 1
-                if row.get("click") is None and row.get("reward") is None:
-                    raise DataError("feedback without click or reward", path=str(p), line=ln, field="reward")
-                try:
-                    val = _outcome(row, metric)
-                except (TypeError, ValueError) as e:
-                    raise DataError(f"reward is not a number: {row.get('reward')!r}", path=str(p), line=ln,
-                                    field="reward") from e
-                rid = row.get("request_id")
-                pending.append((None if rid is None else str(rid), val, ln))
-            else:
-                raise DataError(f"unknown event type {kind!r}", path=str(p), line=ln, field="type")
+                val = _outcome(row, metric)
+            except (TypeError, ValueError) as e:
+                raise DataError(f"reward is not a number: {row.get('reward')!r}", path=str(p), line=ln,
+                                field="reward") from e
+            rid = row.get("request_id")
+            pending.append((None if rid is None else str(rid), val, ln))
+        else:
+            raise DataError(f"unknown event type {kind!r}", path=str(p), line=ln, field="type")
     if not imp:
         raise DataError("the log has no impressions", path=str(p))
     for rid, val, _ in pending:  # feedback may come before its impression line (buffered writers)
@@ -173,15 +166,11 @@ def read_target_propensities(path: str | Path) -> dict[str, float]:
     slate of each request."""
     out = {}
     p = Path(path)
-    with p.open() as f:
-        for ln, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                out[str(row["request_id"])] = float(row["propensity"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise DataError(f"expected {{request_id, propensity}}: {e}", path=str(p), line=ln) from e
+    for ln, row in iter_jsonl(p):
+        try:
+            out[str(row["request_id"])] = float(row["propensity"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"expected {{request_id, propensity}}: {e!r}", path=str(p), line=ln) from e
     return out
 
 

@@ -13,6 +13,7 @@ import gc
 import ipaddress
 import json
 import socket
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -184,3 +185,26 @@ def read_payloads(path: str | Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{j}: not JSON ({e})") from None
     return out
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface (for a benchmark's own server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> float:
+    """Poll `url`/ready until it answers 200 -> seconds waited; exits if the server process
+    `proc` dies or the timeout passes."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=1.0).status_code == 200:
+                return time.perf_counter() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("server not ready in time")
