@@ -90,7 +90,8 @@ def run_dense(args: argparse.Namespace, device: torch.device) -> dict:
     sp = split(data, "given" if data.fmt == "lightgcn" else "loo")
     model = MF(dim=args.dim, loss="softmax", n_negatives=args.negatives, batch_size=args.batch_size,
                lr=args.lr, epochs=args.warmup + args.epochs, patience=0, plateau_factor=1.0,
-               device=str(device), progress=False, monitor="recall@20", seed=args.seed)
+               device=str(device), progress=False, monitor="recall@20", seed=args.seed,
+               ddp_find_unused=not args.static, ddp_bf16_grads=args.bf16_grads)
     valid = sp.valid if sp.valid is not None else sp.test
     model.fit(sp.train, valid=valid)
     timed = model.train_result_.history[args.warmup:]
@@ -103,6 +104,7 @@ def run_dense(args: argparse.Namespace, device: torch.device) -> dict:
         "mode": "dense", "data": args.data or f"planted({args.users},{args.items},{args.rows})",
         "train_rows": len(sp.train), "batch_size": args.batch_size,
         "per_rank_batch": args.batch_size // world_size(), "epochs_timed": len(timed),
+        "ddp_find_unused": not args.static, "ddp_bf16_grads": args.bf16_grads,
         "samples_per_s": round(len(sp.train) * len(timed) / secs),
         "epoch_seconds": [round(h["seconds"], 3) for h in timed],
         "valid_recall@20_by_epoch": [round(h["valid_recall@20"], 6) for h in model.train_result_.history],
@@ -162,6 +164,9 @@ def main() -> None:
     ap.add_argument("--table-rows", type=int, default=1_000_000, help="sharded user-table rows")
     ap.add_argument("--steps", type=int, default=200, help="sharded mode: steps per epoch")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--static", action="store_true",
+                    help="dense mode: DDP without the per-step search for unused parameters")
+    ap.add_argument("--bf16-grads", action="store_true", help="dense mode: all-reduce gradients in bf16")
     args = ap.parse_args()
 
     dev_str = init_from_env(args.device)

@@ -56,14 +56,18 @@ def module() -> MFModule:
     return MFModule(N_USERS, N_ITEMS, DIM, init_std=0.1)  # item_bias stays unused by the loss
 
 
-def bpr(m: MFModule):
+def bpr(m: MFModule, bias: bool = False):
     def loss(batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
         p = m.user(batch["user"])
-        return F.softplus((p * m.item(batch["neg"])).sum(-1) - (p * m.item(batch["item"])).sum(-1)).mean()
+        neg, pos = (p * m.item(batch["neg"])).sum(-1), (p * m.item(batch["item"])).sum(-1)
+        if bias:  # then every parameter takes part in every step
+            neg, pos = neg + m.item_bias(batch["neg"]).squeeze(-1), pos + m.item_bias(batch["item"]).squeeze(-1)
+        return F.softplus(neg - pos).mean()
     return loss
 
 
-def train(epochs: int, ckpt: str | None = None) -> tuple[MFModule, list[dict]]:
+def train(epochs: int, ckpt: str | None = None, find_unused: bool = True,
+          bias: bool = False) -> tuple[MFModule, list[dict]]:
     m = module()
     test, excl = valid_sets()
 
@@ -72,8 +76,8 @@ def train(epochs: int, ckpt: str | None = None) -> tuple[MFModule, list[dict]]:
         return evaluate_ranking_sharded(score, test, excl, ks=(5,), device="cpu").summary()
 
     cfg = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, patience=0, plateau_factor=1.0,
-                      monitor="ndcg@5", progress=False, checkpoint_dir=ckpt, seed=4)
-    res = Trainer(cfg).fit(m, bpr(m), examples(), validate, torch.device("cpu"))
+                      monitor="ndcg@5", progress=False, checkpoint_dir=ckpt, seed=4, ddp_find_unused=find_unused)
+    res = Trainer(cfg).fit(m, bpr(m, bias), examples(), validate, torch.device("cpu"))
     return m, res.history
 
 
@@ -135,6 +139,8 @@ def _ranks(out: str) -> None:
     save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(o / f"ddp{rank}.safetensors"))
     (o / f"hist{rank}.json").write_text(json.dumps([{k: v for k, v in h.items() if k != "seconds"} for h in hist]))
     train(epochs=1, ckpt=str(o / "ckpt"))  # rank 0 writes the checkpoint resumed by a test
+    m_static, _ = train(epochs=2, find_unused=False, bias=True)  # all parameters used: no search needed
+    save_file({k: v.contiguous() for k, v in m_static.state_dict().items()}, str(o / f"ddpstatic{rank}.safetensors"))
 
     test, excl = valid_sets()
     w = module().user.weight.detach()
@@ -183,6 +189,12 @@ def test_ddp_training_matches_one_process(two_ranks):
             assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
             assert a["valid_ndcg@5"] == pytest.approx(b["valid_ndcg@5"], abs=1e-9)
     assert not torch.equal(ref["user.weight"], module().user.weight)  # it did train
+    ref_b = train(epochs=2, bias=True)[0].state_dict()
+    for rank in (0, 1):  # DDP with ddp_find_unused=False (every parameter used) matches 1 process
+        got = load_file(str(two_ranks / f"ddpstatic{rank}.safetensors"))
+        for k in ref_b:
+            torch.testing.assert_close(got[k], ref_b[k], atol=1e-6, rtol=1e-5, msg=k)
+    assert not torch.equal(ref_b["item_bias.weight"], module().item_bias.weight)
 
 
 def test_two_process_checkpoint_resumes_in_one_process(two_ranks, tmp_path):

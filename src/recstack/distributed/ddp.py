@@ -54,7 +54,7 @@ class DataParallelLoss:
     """
 
     def __init__(self, module: nn.Module, loss_fn: LossFn, device: torch.device,
-                 checkpointing: bool = False) -> None:
+                 checkpointing: bool = False, find_unused: bool = True, bf16_grads: bool = False) -> None:
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.device = device
         wrapper = _LossModule(module, loss_fn)
@@ -78,10 +78,16 @@ class DataParallelLoss:
             wrapper,
             device_ids=[device.index] if device.type == "cuda" else None,
             # models may own parameters a given loss never touches (e.g. an unused bias)
-            find_unused_parameters=True,
+            find_unused_parameters=find_unused,
             # gradients live in the communication buckets: no copy in and out each step
             gradient_as_bucket_view=True,
         )
+        if bf16_grads:
+            if device.type != "cuda":
+                raise ValueError("ddp_bf16_grads needs CUDA (NCCL); gloo does not reduce bf16")
+            from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+            self.forward.register_comm_hook(None, default_hooks.bf16_compress_hook)
 
     def shard(self, idx: torch.Tensor) -> tuple[torch.Tensor, float]:
         """This rank's contiguous part of a global batch `idx` and its loss weight.

@@ -54,6 +54,10 @@ class TrainConfig:
     log_path: str | None = None
     tensorboard_dir: str | None = None  # written when the tensorboard package is installed
     progress: bool = True
+    # torch.distributed runs only: DDP's search for parameters a step did not use costs a graph
+    # traversal per step; models that use every parameter in every step can turn it off
+    ddp_find_unused: bool = True
+    ddp_bf16_grads: bool = False  # all-reduce gradients in bf16 (half the bytes; NCCL/CUDA)
 
 
 @dataclass
@@ -165,7 +169,8 @@ class Trainer:
             state = saved["trainer"]
             console.print(f"[dim]resumed from {ckpt} at epoch {state['epoch']}[/dim]")
         # under torchrun: DDP on each rank's slice of every global batch; rank 0 alone writes
-        ddp = DataParallelLoss(module, loss_fn, device, ckpt is not None) if is_distributed() else None
+        ddp = (DataParallelLoss(module, loss_fn, device, ckpt is not None, find_unused=cfg.ddp_find_unused,
+                                bf16_grads=cfg.ddp_bf16_grads) if is_distributed() else None)
         main = ddp is None or ddp.rank == 0
 
         t_start = time.perf_counter()
