@@ -92,6 +92,9 @@ def main() -> None:
     ap.add_argument("--mlp", default="mlperf", choices=["mlperf", "kaggle"],
                     help="MLP sizes: mlperf (bottom 512-256-dim, top 1024-1024-512-256-1) or the DLRM "
                          "repository's Criteo Kaggle shape (bottom 512-256-dim, top 512-256-1)")
+    ap.add_argument("--compile-lookup", action="store_true",
+                    help="with --table-mode fused: compile the gather from the distinct rows together "
+                         "with the dense part (one graph from the lookup to the logits)")
     ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of 5 steps")
     ap.add_argument("--compare-unfused", action="store_true",
                     help="also time fwd+bwd of 26 separate EmbeddingBag modules in a Python loop")
@@ -137,10 +140,20 @@ def main() -> None:
     dense_fn = torch.compile(model.dense) if args.compile else model.dense
     amp = device.type == "cuda"
 
+    def lookup_dense(num: torch.Tensor, slot: torch.Tensor, leaf: torch.Tensor) -> torch.Tensor:
+        return model.dense(num, F.embedding(slot, leaf))
+
+    lookup_fn = torch.compile(lookup_dense) if args.compile_lookup else None
+
     def forward_loss(b: dict) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            e = table(b["cat"])  # one gather for all 26 fields
-            logits = dense_fn(b["num"], e)
+            if lookup_fn is not None and model.training and torch.is_grad_enabled():
+                slot, leaf = table.distinct(b["cat"])
+                torch._dynamo.mark_dynamic(leaf, 0)  # the distinct-row count changes every batch
+                logits = lookup_fn(b["num"], slot, leaf)
+            else:
+                e = table(b["cat"])  # one gather for all 26 fields
+                logits = dense_fn(b["num"], e)
         return F.binary_cross_entropy_with_logits(logits.float(), b["label"])
 
     def train_step(b: dict) -> None:
@@ -190,7 +203,7 @@ def main() -> None:
         "bench": "dlrm_train_step", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "small": args.small, "batch": args.batch, "dim": args.dim, "tables": 26, "table_rows": int(sum(sizes)),
         "max_table_rows": max(sizes), "table_dtype": args.table_dtype, "table_optimizer": args.table_optimizer,
-        "compile": args.compile, "amp_bf16": amp, "table_mode": args.table_mode,
+        "compile": args.compile, "compile_lookup": args.compile_lookup, "amp_bf16": amp, "table_mode": args.table_mode,
         "mlp": "small" if args.small else args.mlp, "bottom": list(bottom), "top": list(top),
         "samples_per_s_train_step": round(args.batch / t_step),
         "samples_per_s_fwd_bwd": round(args.batch / t_fb),

@@ -59,10 +59,18 @@ class RowWiseAdagradTable(nn.Module):
         # Deduplicate first (the one host sync of the step): the distinct rows become a small
         # leaf that receives the gradient, and the lookup from it is an ordinary embedding whose
         # backward sums duplicates by a sorted segment reduction instead of B*F*dim atomics.
+        slot, leaf = self.distinct(codes)
+        return F.embedding(slot, leaf)
+
+    def distinct(self, codes: Tensor) -> tuple[Tensor, Tensor]:
+        """Training lookup in two parts, for callers that fuse the gather into their own compiled
+        graph: ``(slot [B, F], leaf [U, dim])`` with rows ``leaf[slot]``; the leaf is recorded
+        for ``step()``."""
+        rows = (codes + self.offsets[: codes.shape[1]]).reshape(-1)
         uniq, slot = torch.unique(rows, return_inverse=True)
         leaf = self.weight.index_select(0, uniq).requires_grad_(True)
         self._pending.append((uniq, leaf))
-        return F.embedding(slot, leaf).view(*codes.shape, self.dim)
+        return slot.view(codes.shape), leaf
 
     @torch.no_grad()
     def step(self) -> None:
