@@ -23,6 +23,7 @@ from recstack.data.transforms import (
     split_leave_one_out,
     split_predefined,
     split_ratio,
+    split_kfold,
     split_temporal,
     to_implicit,
     user_sequences,
@@ -305,6 +306,26 @@ def test_ratio_split_counts_and_determinism():
     assert (fold_of(again, len(d)) == fold_of(s, len(d))).all()
     assert (fold_of(other, len(d)) != fold_of(s, len(d))).any()
     assert "seed=1" in s.train.log[-1]
+
+
+def test_kfold_tests_every_interaction_once():
+    rng = np.random.default_rng(0)
+    c = np.array([1, 2, 3, 7, 12])
+    u = np.repeat(np.arange(5), c)
+    d = make(u, rng.permutation(60)[: len(u)], weight=np.arange(len(u), dtype=float))
+    folds = split_kfold(d, k=3, seed=4)
+    assert len(folds) == 3
+    tested = np.concatenate([f.test.weight for f in folds])  # weight = the row id
+    assert sorted(tested.tolist()) == list(range(1, len(u)))  # all but the 1-interaction user's row
+    for f in folds:
+        assert len(f.train) + len(f.test) == len(d) and f.valid is None
+        assert set(f.train.user.tolist()) == set(range(5))  # everyone keeps a train interaction
+        per = np.bincount(f.test.user, minlength=5)
+        assert per[0] == 0 and per[3] in (2, 3) and per[4] == 4  # ceil/floor of c / k
+    again = split_kfold(d, k=3, seed=4)
+    assert all((a.test.weight == b.test.weight).all() for a, b in zip(folds, again))
+    with pytest.raises(ValueError, match="k must be"):
+        split_kfold(d, k=1)
 
 
 def test_predefined_and_dispatch():

@@ -36,6 +36,7 @@ __all__ = [
     "split_leave_one_out",
     "split_temporal",
     "split_ratio",
+    "split_kfold",
     "split_predefined",
     "split",
     "user_sequences",
@@ -562,6 +563,39 @@ def split_ratio(
         f"items; {_n(info['users_train_only'])} users are in train only"
     )
     return _make_split(data, fold, "ratio", info, line, with_valid=with_valid)
+
+
+def split_kfold(data: Interactions, k: int = 5, seed: int = 0) -> list[Split]:
+    """Per-user k-fold cross-validation: each user's interactions are shuffled (seeded) and dealt
+    round-robin into `k` folds, starting at a random fold per user so that the remainders spread
+    evenly; split i tests on fold i and trains on the rest (no valid part).
+
+    Every interaction of a user with c >= 2 interactions is tested exactly once over the k
+    splits, and each split leaves such a user at least one train interaction (k >= 2 deals at
+    most ceil(c / k) <= c - 1 to one fold). A user with 1 interaction stays in train everywhere.
+    """
+    if not isinstance(k, (int, np.integer)) or k < 2:
+        raise ValueError(f"split_kfold: k must be an integer >= 2, got {k!r}")
+    n, nu = len(data), data.n_users
+    rng = np.random.default_rng(seed)
+    order = _sort_rows(data.user, nu, rng.permutation(n).astype(np.int64))
+    c = data.user_counts()
+    starts = np.zeros(nu, np.int64)
+    np.cumsum(c[:-1], out=starts[1:])
+    pos = np.arange(n, dtype=np.int64) - np.repeat(starts, c)
+    shift = np.repeat(rng.integers(0, k, nu), c)
+    dealt = np.where(np.repeat(c, c) >= 2, (pos + shift) % k, -1)  # -1: a one-interaction user
+    which = np.empty(n, np.int64)
+    which[order] = dealt
+    out = []
+    for i in range(k):
+        fold = np.where(which == i, TEST, TRAIN).astype(np.int8)
+        info = {"k": int(k), "fold": i, "seed": seed, "n_train": int((fold == TRAIN).sum()),
+                "n_test": int((fold == TEST).sum())}
+        line = (f"split kfold(k={k}, fold={i}, seed={seed}): train {_n(info['n_train'])} / "
+                f"test {_n(info['n_test'])} interactions")
+        out.append(_make_split(data, fold, "kfold", info, line, with_valid=False))
+    return out
 
 
 def split_predefined(data: Interactions) -> Split:
