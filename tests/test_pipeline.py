@@ -161,6 +161,13 @@ def test_sparse_helpers_against_scipy():
     seeds, w = np.array([4, 7, 4]), np.array([1.0, 0.5, 0.25])
     expected = (sp.csr_matrix((w, (np.zeros(3, int), seeds)), shape=(1, 30)) @ m).toarray()[0]
     np.testing.assert_allclose(aggregate_rows(m, seeds, w), expected, rtol=1e-5)
+    again = aggregate_rows(m, seeds, w.astype(np.float64))  # memoised: same key after the cast
+    assert again is aggregate_rows(m, seeds, w) and not again.flags.writeable
+    other = aggregate_rows(m, seeds[::-1].copy(), w)
+    np.testing.assert_allclose(other, np.asarray(m[seeds[::-1]].T @ w).ravel(), rtol=1e-5)
+    m2 = m.copy()
+    m2.data[:] *= 2  # another matrix object with the same shape: never served from the memo
+    np.testing.assert_allclose(aggregate_rows(m2, seeds, w), 2 * expected, rtol=1e-5)
     top = keep_top_k(m, 2)
     for r in range(30):
         row = m[r].toarray()[0]

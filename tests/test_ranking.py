@@ -228,6 +228,32 @@ def test_din_attention_depends_on_candidate_and_ignores_padding():
         m.embed.table.weight.copy_(w)
 
 
+def test_din_activation_unit_matches_the_papers_concatenation():
+    """The split first layer equals MLP([h, t, h - t, h * t]) computed literally, per row and
+    with one history shared (expanded) across a request's candidates."""
+    from recstack.ranking.models.din import DIN, DINConfig
+
+    lay = Layout(cat_names=["item"], cat_sizes=[20], bags=[BagLayout("hist", 0, 5, "item", True)])
+    torch.manual_seed(0)
+    m = DIN(lay, DINConfig(dim=6, init_std=0.5, activation="dice")).eval()
+
+    def literal(codes: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        h = m.embed.table.field(codes, 0)
+        t = m.embed.table.field(cand, 0).unsqueeze(1).expand_as(h)
+        a = m.attention[0](torch.cat([h, t, h - t, h * t], -1)).squeeze(-1) * (codes > 0)
+        return (a.unsqueeze(-1) * h).sum(1)
+
+    cand = torch.tensor([[3], [7], [11]])
+    per_row = torch.tensor([[0, 1, 2, 3, 4], [0, 0, 9, 8, 7], [5, 6, 7, 8, 9]])
+    shared = torch.tensor([[0, 2, 4, 6, 8]]).expand(3, -1)
+    assert shared.stride(0) == 0
+    with torch.no_grad():
+        for codes in (per_row, shared):
+            b = {"cat": cand, "bag.hist": codes, "num": torch.zeros(3, 0), "emb": torch.zeros(3, 0)}
+            torch.testing.assert_close(m.interest(b), literal(codes, cand[:, 0]), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(m.interest(b), literal(codes.contiguous(), cand[:, 0]), rtol=1e-5, atol=1e-6)
+
+
 def test_youtube_weighted_logistic_loss_by_hand():
     from recstack.ranking.models.youtube_rank import YouTubeRank, YouTubeRankConfig
 

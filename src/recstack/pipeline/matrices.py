@@ -3,6 +3,8 @@ with vectorised row aggregation and pickle-free storage."""
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +75,37 @@ def _row_normalise(m: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(1.0 / s) @ m, dtype=np.float32)
 
 
+_recent = threading.local()  # per thread: the last few aggregates (a request's stages reuse them)
+_RECENT_MAX = 8
+
+
 def aggregate_rows(m: sp.csr_matrix, seeds: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """sum_s weights[s] * m[seeds[s], :] as a dense float32 vector [n_cols], gathered straight
     from the CSR arrays and summed with one bincount (scipy row slicing costs more than the
-    arithmetic for a few rows, and sorting the gathered columns more than a dense sum)."""
+    arithmetic for a few rows, and sorting the gathered columns more than a dense sum).
+
+    The result is read-only and memoised per thread for the last few (matrix, seeds, weights):
+    within one request the item-to-item source and the coarse and fine rankers read the same
+    history through the same matrix, so it is computed once."""
+    seeds = np.asarray(seeds, np.int64)
+    weights = np.asarray(weights, np.float32)
+    key = (id(m), m.nnz, seeds.tobytes(), weights.tobytes())
+    cache = getattr(_recent, "cache", None)
+    if cache is None:
+        cache = _recent.cache = OrderedDict()
+    hit = cache.get(key)
+    if hit is not None and hit[0] is m:
+        cache.move_to_end(key)
+        return hit[1]
+    out = _aggregate(m, seeds, weights)
+    out.setflags(write=False)
+    cache[key] = (m, out)  # the matrix is held so its id cannot be reused while cached
+    if len(cache) > _RECENT_MAX:
+        cache.popitem(last=False)
+    return out
+
+
+def _aggregate(m: sp.csr_matrix, seeds: np.ndarray, weights: np.ndarray) -> np.ndarray:
     starts, ends = m.indptr[seeds], m.indptr[seeds + 1]
     lens = ends - starts
     total = int(lens.sum())
@@ -84,7 +113,7 @@ def aggregate_rows(m: sp.csr_matrix, seeds: np.ndarray, weights: np.ndarray) -> 
         return np.zeros(m.shape[1], np.float32)
     offs = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens)
     pos = np.repeat(starts, lens) + offs
-    vals = m.data[pos] * np.repeat(weights.astype(np.float32), lens)
+    vals = m.data[pos] * np.repeat(weights, lens)
     return np.bincount(m.indices[pos], weights=vals, minlength=m.shape[1]).astype(np.float32)
 
 
