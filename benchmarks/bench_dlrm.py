@@ -35,7 +35,7 @@ from torch import nn
 
 from recstack.data.synthetic_ctr import SyntheticCTR, SyntheticCTRConfig
 from recstack.features.pipeline import Layout
-from recstack.ranking.fused_table import RowWiseAdagradTable
+from recstack.ranking.fused_table import DedupPrefetcher, RowWiseAdagradTable
 from recstack.ranking.models.dlrm import DLRM, DLRMConfig
 from recstack.ranking.optim import RowWiseAdagrad
 
@@ -60,14 +60,17 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn, batches: list[dict], warmup: int, steps: int, device: torch.device) -> float:
-    """Seconds per call of fn(batch) after warm-up (no host sync inside the timed loop)."""
-    for i in range(warmup):
-        fn(batches[i % len(batches)])
-    sync(device)
-    t0 = time.perf_counter()
-    for i in range(steps):
-        fn(batches[i % len(batches)])
+def timed(fn, batches: list[dict], warmup: int, steps: int, device: torch.device, before=None) -> float:
+    """Seconds per call of fn(batch) after warm-up (no host sync inside the timed loop);
+    `before(batch)`, when given, runs first each iteration (e.g. prefetching the next batch)."""
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync(device)
+            t0 = time.perf_counter()
+        b = batches[i % len(batches)]
+        if before is not None:
+            before(b)
+        fn(b)
     sync(device)
     return (time.perf_counter() - t0) / steps
 
@@ -95,6 +98,9 @@ def main() -> None:
     ap.add_argument("--compile-lookup", action="store_true",
                     help="with --table-mode fused: compile the gather from the distinct rows together "
                          "with the dense part (one graph from the lookup to the logits)")
+    ap.add_argument("--prefetch-dedup", action="store_true",
+                    help="with --table-mode fused: dedup the next batch's rows on a side stream while the "
+                         "current step runs (DedupPrefetcher), so unique's host sync overlaps GPU work")
     ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of 5 steps")
     ap.add_argument("--compare-unfused", action="store_true",
                     help="also time fwd+bwd of 26 separate EmbeddingBag modules in a Python loop")
@@ -145,10 +151,14 @@ def main() -> None:
 
     lookup_fn = torch.compile(lookup_dense) if args.compile_lookup else None
 
+    if args.prefetch_dedup and args.table_mode != "fused":
+        raise SystemExit("--prefetch-dedup needs --table-mode fused")
+    prefetch: dict[int, tuple] = {}  # id(batch codes) -> its dedup, filled one step ahead
+
     def forward_loss(b: dict) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             if lookup_fn is not None and model.training and torch.is_grad_enabled():
-                slot, leaf = table.distinct(b["cat"])
+                slot, leaf = table.distinct(b["cat"], prefetch.pop(id(b["cat"]), None))
                 torch._dynamo.mark_dynamic(leaf, 0)  # the distinct-row count changes every batch
                 logits = lookup_fn(b["num"], slot, leaf)
             else:
@@ -186,7 +196,17 @@ def main() -> None:
 
     with torch.no_grad():
         first_loss = float(forward_loss(batches[0]))
-    t_step = timed(train_step, batches, args.warmup, args.steps, device)
+    before = None
+    if args.prefetch_dedup:
+        n_total = args.warmup + args.steps
+        pf = DedupPrefetcher(table, (batches[i % len(batches)]["cat"] for i in range(n_total + 1)))
+
+        def before(b: dict) -> None:  # this batch's dedup was started one step ago
+            codes, deduped = pf.next()
+            assert codes is b["cat"]
+            prefetch[id(codes)] = deduped
+
+    t_step = timed(train_step, batches, args.warmup, args.steps, device, before)
     t_fb = timed(fwd_bwd, batches, args.warmup, args.steps, device)
     with torch.no_grad():
         last_loss = float(forward_loss(batches[0]))
@@ -203,7 +223,7 @@ def main() -> None:
         "bench": "dlrm_train_step", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "small": args.small, "batch": args.batch, "dim": args.dim, "tables": 26, "table_rows": int(sum(sizes)),
         "max_table_rows": max(sizes), "table_dtype": args.table_dtype, "table_optimizer": args.table_optimizer,
-        "compile": args.compile, "compile_lookup": args.compile_lookup, "amp_bf16": amp, "table_mode": args.table_mode,
+        "compile": args.compile, "compile_lookup": args.compile_lookup, "prefetch_dedup": args.prefetch_dedup, "amp_bf16": amp, "table_mode": args.table_mode,
         "mlp": "small" if args.small else args.mlp, "bottom": list(bottom), "top": list(top),
         "samples_per_s_train_step": round(args.batch / t_step),
         "samples_per_s_fwd_bwd": round(args.batch / t_fb),

@@ -3,7 +3,7 @@ RowWiseAdagrad (the reference path), duplicates included."""
 
 import torch
 
-from recstack.ranking.fused_table import RowWiseAdagradTable
+from recstack.ranking.fused_table import DedupPrefetcher, RowWiseAdagradTable
 from recstack.ranking.layers import FusedEmbedding
 from recstack.ranking.optim import RowWiseAdagrad
 
@@ -56,3 +56,23 @@ def test_dlrm_interaction_matches_pairwise_dots_and_gradients():
     torch.testing.assert_close(dot_interaction(t, li, lj), want)
     assert torch.autograd.gradcheck(_Gram.apply, (t,))
     assert torch.autograd.gradcheck(lambda x: dot_interaction(x, li, lj), (t,))
+
+
+def test_prefetched_dedup_gives_the_same_training_step():
+    torch.manual_seed(0)
+    batches = [torch.randint(0, 6, (16, 3)) for _ in range(4)]
+    a = RowWiseAdagradTable([6, 6, 6], 4, lr=0.1)
+    b = RowWiseAdagradTable([6, 6, 6], 4, lr=0.1)
+    b.weight.copy_(a.weight)
+    pf = DedupPrefetcher(b, iter(batches))
+    for codes in batches:
+        got, deduped = pf.next()
+        assert got is codes
+        uniq, slot = deduped
+        assert torch.equal(b.weight.index_select(0, uniq)[slot], a.weight[codes + a.offsets])
+        for table, dd in ((a, None), (b, deduped)):
+            slot_, leaf = table.distinct(codes, dd)
+            (leaf[slot_].sum(-1) ** 2).sum().backward()
+            table.step()
+    torch.testing.assert_close(a.weight, b.weight)
+    torch.testing.assert_close(a.accumulator, b.accumulator)

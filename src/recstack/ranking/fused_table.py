@@ -62,15 +62,21 @@ class RowWiseAdagradTable(nn.Module):
         slot, leaf = self.distinct(codes)
         return F.embedding(slot, leaf)
 
-    def distinct(self, codes: Tensor) -> tuple[Tensor, Tensor]:
-        """Training lookup in two parts, for callers that fuse the gather into their own compiled
-        graph: ``(slot [B, F], leaf [U, dim])`` with rows ``leaf[slot]``; the leaf is recorded
-        for ``step()``."""
+    def dedup(self, codes: Tensor) -> tuple[Tensor, Tensor]:
+        """``(distinct table rows [U], slot [B, F])`` of a batch's codes: reads no weights, so it
+        can run ahead of the optimiser (see `DedupPrefetcher`). Syncs the host (U is data-dependent)."""
         rows = (codes + self.offsets[: codes.shape[1]]).reshape(-1)
         uniq, slot = torch.unique(rows, return_inverse=True)
+        return uniq, slot.view(codes.shape)
+
+    def distinct(self, codes: Tensor, deduped: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """Training lookup in two parts, for callers that fuse the gather into their own compiled
+        graph: ``(slot [B, F], leaf [U, dim])`` with rows ``leaf[slot]``; the leaf is recorded
+        for ``step()``. `deduped`: this batch's ``dedup(codes)``, computed earlier."""
+        uniq, slot = self.dedup(codes) if deduped is None else deduped
         leaf = self.weight.index_select(0, uniq).requires_grad_(True)
         self._pending.append((uniq, leaf))
-        return slot.view(codes.shape), leaf
+        return slot, leaf
 
     @torch.no_grad()
     def step(self) -> None:
@@ -93,3 +99,44 @@ class RowWiseAdagradTable(nn.Module):
     def reset(self) -> None:
         """Drop recorded lookups without updating (e.g. after a skipped step)."""
         self._pending.clear()
+
+
+class DedupPrefetcher:
+    """Runs `RowWiseAdagradTable.dedup` for the *next* batch on a side CUDA stream while the
+    current step computes, so the host sync that `unique` needs overlaps GPU work instead of
+    leaving the GPU idle between steps (TorchRec-style input prefetch, for one table).
+
+    Usage: ``pf = DedupPrefetcher(table, codes_iter)``; each ``codes, deduped = pf.next()`` after
+    the previous step has been *enqueued* (not finished), then ``table.distinct(codes, deduped)``.
+    `codes_iter` yields ``[B, F]`` code tensors that are either on the CPU (copied to the table's
+    device on the side stream; pin them for an asynchronous copy) or already complete on the
+    device (e.g. made before the loop): the side stream does not wait for the main stream, since
+    that would wait for the running step too. On a CPU table it simply dedups in line.
+    """
+
+    def __init__(self, table: RowWiseAdagradTable, codes_iter) -> None:
+        self.table, self.it = table, iter(codes_iter)
+        self.stream = torch.cuda.Stream() if table.weight.is_cuda else None
+        self._ready: tuple[Tensor, tuple[Tensor, Tensor]] | None = None
+
+    def _dedup(self, codes: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        if self.stream is None:
+            return codes, self.table.dedup(codes)
+        with torch.cuda.stream(self.stream):
+            codes = codes.to(self.table.weight.device, non_blocking=True)
+            uniq, slot = self.table.dedup(codes)
+        return codes, (uniq, slot)
+
+    def next(self) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The next batch's codes and dedup, and the dedup of the one after it started."""
+        cur = self._ready if self._ready is not None else self._dedup(next(self.it))
+        if self.stream is not None:
+            main = torch.cuda.current_stream()
+            main.wait_stream(self.stream)
+            for t in (cur[0], *cur[1]):
+                t.record_stream(main)  # allocated on the side stream, used on the main one
+        try:
+            self._ready = self._dedup(next(self.it))
+        except StopIteration:
+            self._ready = None
+        return cur
