@@ -408,6 +408,18 @@ def test_ctr_rankers_in_the_pipeline_fast_path_and_bundle(ctr_task, world, tmp_p
     assert fast.score(None, items, np.zeros(0, np.int64), {}) is None  # cold start: abstains
     for user, hist in ((3, a.users.history(3)), (None, np.array([0, 1, 2])), (5, np.zeros(0, np.int64))):
         np.testing.assert_allclose(fast.score(user, items, hist, {}), slow.score(user, items, hist, {}), atol=1e-5)
+    # the FM (coarse) scores from per-item tables + one user row equal the full forward and the
+    # generic path, also when the user side comes from the memo (second pass)
+    fm_fast = load_ctr_ranker("coarse_ctr", tmp_path / "r" / "coarse_ctr", a.catalog, a.users)
+    fm_slow = load_ctr_ranker("coarse_ctr", tmp_path / "r" / "coarse_ctr", a.catalog, a.users, fast=False)
+    assert fm_fast.fm_tables is not None
+    for _ in range(2):
+        for user, hist in ((3, a.users.history(3)), (None, np.array([0, 1, 2])), (5, np.zeros(0, np.int64))):
+            sub = items[::-1][: 37]
+            with torch.inference_mode():
+                full = torch.sigmoid(fm_fast.module(fm_fast.batch(user, sub, hist)).float()).numpy()
+            np.testing.assert_allclose(fm_fast.score(user, sub, hist, {}), full, atol=1e-6)
+            np.testing.assert_allclose(fm_fast.score(user, sub, hist, {}), fm_slow.score(user, sub, hist, {}), atol=1e-5)
     cfg = base_config(rankers={"coarse_ctr": {"kind": "ctr", "extra": "coarse_ctr"},
                                "fine_ctr": {"kind": "ctr", "extra": "fine_ctr"}},
                       coarse={"ranker": "coarse_ctr", "keep": 40}, fine={"ranker": "fine_ctr", "keep": 20})

@@ -17,6 +17,8 @@ Two paths, same features:
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -99,7 +101,7 @@ class FastCTRRanker:
         if state_cols - {hcol}:
             raise Unsupported(f"ranker '{name}': stored request-time columns {sorted(state_cols - {hcol})}")
         # side of every output column, in the pipeline's output order
-        cat_side, num_side, bag_side = [], [], {}
+        cat_side, num_side, bag_side, side_of = [], [], {}, {}
         for s in pipe.specs:
             col = column_of(s)
             side = "item" if col in item_cols else "user" if col in user_cols else None
@@ -108,6 +110,7 @@ class FastCTRRanker:
             if side is None or not isinstance(s, Categorical | Bucketized | Numeric | MultiHot | IdSequence):
                 raise Unsupported(f"ranker '{name}': feature '{s.name}' (column '{col}') is neither an item "
                                   "attribute, a user attribute nor the history")
+            side_of[s.name] = side
             if isinstance(s, Categorical | Bucketized):
                 cat_side.append(side)
             elif isinstance(s, Numeric):
@@ -146,11 +149,35 @@ class FastCTRRanker:
         self.module = ranker.module_
         self.module.eval()
         self.anonymous = users.n_users
+        self.fm_tables = self._fm_tables(side_of, num_side)
+        self._fm_users: OrderedDict = OrderedDict()
+        self._fm_lock = threading.Lock()
+
+    def _fm_tables(self, side_of: dict[str, str], num_side: list[str]) -> tuple[torch.Tensor, ...] | None:
+        """For an FM, the item side of every catalog item, computed once (see `_score_fm`):
+        (linear term with the anonymous user [n], sum of item-side field vectors [n, D], sum of
+        their squared norms [n], item-side field mask [F]). None for other models."""
+        from recstack.ranking.models.fm import FM
+
+        m = self.module
+        if type(m) is not FM:
+            return None
+        emb = m.embed
+        names = [*emb.layout.cat_names, *(n for n, _ in emb.bag_fields)]
+        if any(n not in side_of for n in names) or emb.emb_proj is not None:
+            return None
+        sides = [side_of[n] for n in names] + (num_side if emb.num_vectors is not None else [])
+        item_f = torch.tensor([sd == "item" for sd in sides])
+        with torch.inference_mode():
+            b = self.batch(None, np.arange(len(self.item_cat)), np.zeros(0, np.int64))
+            lin = m.linear(b).float()
+            e = emb(b)[:, item_f].float()
+        return lin, e.sum(1), e.square().sum((1, 2)), item_f
 
     def batch(self, user: int | None, items: np.ndarray, history: np.ndarray) -> dict[str, torch.Tensor]:
         """The model tensors of one request (what `pipeline.transform` gives for its rows)."""
         u = self.anonymous if user is None else int(user)
-        idx = torch.from_numpy(np.asarray(items, np.int64))
+        idx = torch.from_numpy(np.ascontiguousarray(items, np.int64))
         c = len(idx)
         cat = self.item_cat[idx]
         if len(self.user_cat_cols):
@@ -176,10 +203,47 @@ class FastCTRRanker:
             return None  # cold start: nothing personal to score with; the stage keeps the order
         if len(items) == 0:
             return np.zeros(0, np.float32)
+        if self.fm_tables is not None:
+            return self._score_fm(user, items, history)
         with torch.inference_mode():
             z = self.module(self.batch(user, items, history))
             z = z[:, 0] if z.ndim == 2 else z  # multi-task: primary task
             return torch.sigmoid(z.float()).numpy()
+
+
+    def _score_fm(self, user: int | None, items: np.ndarray, history: np.ndarray) -> np.ndarray:
+        """FM scores from the per-item tables and one row for the request's user side; equal to
+        the full forward (FM is linear + pairwise, so both split into item, user and cross parts):
+            linear(u, i) = linear(anon, i) + linear(u, i0) - linear(anon, i0)
+            pairs(u, i)  = 1/2 (|S_i + S_u|^2 - Q_i - Q_u)   (S: field-vector sums, Q: squared norms)."""
+        lin0, s_item, q_item, item_f = self.fm_tables
+        idx = torch.from_numpy(np.ascontiguousarray(items, np.int64))
+        with torch.inference_mode():
+            lin_u, s_u, q_u = self._fm_user_side(user, int(idx[0]), history)
+            s = s_item[idx] + s_u
+            z = lin0[idx] + lin_u + 0.5 * (s.square().sum(1) - q_item[idx] - q_u)
+            return torch.sigmoid(z).numpy()
+
+    def _fm_user_side(self, user: int | None, item0: int, history: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """(linear(u, i0) - linear(anon, i0), S_u, Q_u) of a request's user side, from one row;
+        memoised for the last 256 (user, history) pairs (a user's side does not depend on the
+        candidates, and returning users send the same stored history)."""
+        key = (user, np.asarray(history, np.int64).tobytes())
+        with self._fm_lock:
+            hit = self._fm_users.get(key)
+            if hit is not None:
+                self._fm_users.move_to_end(key)
+                return hit
+        lin0, _, _, item_f = self.fm_tables
+        one = self.batch(user, np.asarray([item0]), history)
+        lin_u = self.module.linear(one).float()[0] - lin0[item0]
+        e_u = self.module.embed(one)[0, ~item_f].float()
+        out = (lin_u, e_u.sum(0), e_u.square().sum())
+        with self._fm_lock:
+            self._fm_users[key] = out
+            if len(self._fm_users) > 256:
+                self._fm_users.popitem(last=False)
+        return out
 
 
 def load_ctr_ranker(name: str, path: str | Path, catalog: ItemCatalog, users: UserStore,
