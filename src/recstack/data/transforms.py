@@ -515,6 +515,18 @@ def split_temporal(data: Interactions, valid_frac: float = 0.1, test_frac: float
     return _make_split(data, fold, "temporal", info, line, with_valid=valid_frac > 0)
 
 
+def _shuffle_within_users(data: Interactions, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """(order, counts, pos): rows grouped by user in a random order within each user (a random
+    permutation as the secondary sort key), each user's count, and each ordered row's rank
+    within its user."""
+    n, nu = len(data), data.n_users
+    order = _sort_rows(data.user, nu, rng.permutation(n).astype(np.int64))
+    c = data.user_counts()
+    starts = np.zeros(nu, np.int64)
+    np.cumsum(c[:-1], out=starts[1:])
+    return order, c, np.arange(n, dtype=np.int64) - np.repeat(starts, c)
+
+
 def split_ratio(
     data: Interactions, valid_frac: float = 0.1, test_frac: float = 0.2, seed: int = 0
 ) -> Split:
@@ -530,14 +542,8 @@ def split_ratio(
     _check_frac("valid_frac", valid_frac, lo_open=False)
     if valid_frac + test_frac >= 1:
         raise ValueError(f"valid_frac + test_frac must be < 1, got {valid_frac + test_frac}")
-    n, nu = len(data), data.n_users
-    rng = np.random.default_rng(seed)
-    # a random permutation as the secondary key = a uniform shuffle within each user
-    order = _sort_rows(data.user, nu, rng.permutation(n).astype(np.int64))
-    c = data.user_counts()
-    starts = np.zeros(nu, np.int64)
-    np.cumsum(c[:-1], out=starts[1:])
-    pos = np.arange(n, dtype=np.int64) - np.repeat(starts, c)  # rank within user, random
+    n = len(data)
+    order, c, pos = _shuffle_within_users(data, np.random.default_rng(seed))
     eps = 1e-9  # so that e.g. 5 * 0.1 = 0.5 rounds up despite float error
     n_test = np.floor(c * test_frac + 0.5 + eps).astype(np.int64)
     if test_frac > 0:
@@ -578,11 +584,7 @@ def split_kfold(data: Interactions, k: int = 5, seed: int = 0) -> list[Split]:
         raise ValueError(f"split_kfold: k must be an integer >= 2, got {k!r}")
     n, nu = len(data), data.n_users
     rng = np.random.default_rng(seed)
-    order = _sort_rows(data.user, nu, rng.permutation(n).astype(np.int64))
-    c = data.user_counts()
-    starts = np.zeros(nu, np.int64)
-    np.cumsum(c[:-1], out=starts[1:])
-    pos = np.arange(n, dtype=np.int64) - np.repeat(starts, c)
+    order, c, pos = _shuffle_within_users(data, rng)
     shift = np.repeat(rng.integers(0, k, nu), c)
     dealt = np.where(np.repeat(c, c) >= 2, (pos + shift) % k, -1)  # -1: a one-interaction user
     which = np.empty(n, np.int64)
