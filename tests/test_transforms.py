@@ -20,10 +20,10 @@ from recstack.data.transforms import (
     load_split,
     save_split,
     split,
+    split_kfold,
     split_leave_one_out,
     split_predefined,
     split_ratio,
-    split_kfold,
     split_temporal,
     to_implicit,
     user_sequences,
@@ -323,7 +323,7 @@ def test_kfold_tests_every_interaction_once():
         per = np.bincount(f.test.user, minlength=5)
         assert per[0] == 0 and per[3] in (2, 3) and per[4] == 4  # ceil/floor of c / k
     again = split_kfold(d, k=3, seed=4)
-    assert all((a.test.weight == b.test.weight).all() for a, b in zip(folds, again))
+    assert all((a.test.weight == b.test.weight).all() for a, b in zip(folds, again, strict=True))
     with pytest.raises(ValueError, match="k must be"):
         split_kfold(d, k=1)
 
