@@ -89,9 +89,11 @@ def main() -> None:
     ap.add_argument("--table-optimizer", default="rowwise_adagrad", choices=["rowwise_adagrad", "sgd"])
     ap.add_argument("--table-dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--compile", action="store_true", help="torch.compile the dense part")
-    ap.add_argument("--table-mode", default="sparse", choices=["sparse", "fused"],
+    ap.add_argument("--table-mode", default="sparse", choices=["sparse", "fused", "kernels"],
                     help="sparse: sparse gradients + RowWiseAdagrad; fused: RowWiseAdagradTable "
-                         "(gradient stops at the gathered rows, optimiser fused into the table)")
+                         "(gradient stops at the gathered rows, optimiser fused into the table); "
+                         "kernels: RowWiseAdagradTable read by DLRM.forward_rows (lookup + interaction "
+                         "in one Triton kernel, duplicate merge + row-wise Adagrad in two more)")
     ap.add_argument("--mlp", default="mlperf", choices=["mlperf", "kaggle"],
                     help="MLP sizes: mlperf (bottom 512-256-dim, top 1024-1024-512-256-1) or the DLRM "
                          "repository's Criteo Kaggle shape (bottom 512-256-dim, top 512-256-1)")
@@ -101,6 +103,10 @@ def main() -> None:
     ap.add_argument("--prefetch-dedup", action="store_true",
                     help="with --table-mode fused: dedup the next batch's rows on a side stream while the "
                          "current step runs (DedupPrefetcher), so unique's host sync overlaps GPU work")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="with --table-mode kernels on CUDA: capture forward, backward and the MLPs' Adam "
+                         "step in one CUDA graph (static shapes; replayed per batch after copying its "
+                         "inputs in); the table's merge + update, whose size varies, run after each replay")
     ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of 5 steps")
     ap.add_argument("--compare-unfused", action="store_true",
                     help="also time fwd+bwd of 26 separate EmbeddingBag modules in a Python loop")
@@ -124,7 +130,7 @@ def main() -> None:
     bottom, top = ((64, 32), (64, 32)) if args.small else ((512, 256), big_top)
     model = DLRM(layout, DLRMConfig(dim=args.dim, sparse=True, bottom=bottom, top=top, init_std=0.01)).to(device)
     table_dtype = getattr(torch, args.table_dtype)
-    if args.table_mode == "fused":
+    if args.table_mode in ("fused", "kernels"):
         if args.table_optimizer != "rowwise_adagrad":
             raise SystemExit("--table-mode fused trains with row-wise Adagrad only")
         # the model's own table is replaced: its dense part reads rows from the fused table
@@ -137,13 +143,18 @@ def main() -> None:
 
     dense_params = [p for n, p in model.named_parameters() if p is not table.weight]
     fused = device.type == "cuda"
-    dense_opt = torch.optim.Adam(dense_params, lr=1e-3, fused=fused) if fused else torch.optim.Adam(dense_params, lr=1e-3)
-    if args.table_mode == "fused":
+    if args.cuda_graph and not (args.table_mode == "kernels" and device.type == "cuda"):
+        raise SystemExit("--cuda-graph needs --table-mode kernels on CUDA")
+    dense_opt = (torch.optim.Adam(dense_params, lr=1e-3, fused=True, capturable=args.cuda_graph) if fused
+                 else torch.optim.Adam(dense_params, lr=1e-3))
+    if args.table_mode in ("fused", "kernels"):
         table_opt = table
     else:
         table_opt = (RowWiseAdagrad([table.weight], lr=args.embedding_lr) if args.table_optimizer == "rowwise_adagrad"
                      else torch.optim.SGD([table.weight], lr=args.embedding_lr))
     dense_fn = torch.compile(model.dense) if args.compile else model.dense
+    if args.compile and args.table_mode == "kernels":  # the MLPs around the fused interaction
+        model.bottom, model.top = torch.compile(model.bottom), torch.compile(model.top)
     amp = device.type == "cuda"
 
     def lookup_dense(num: torch.Tensor, slot: torch.Tensor, leaf: torch.Tensor) -> torch.Tensor:
@@ -151,13 +162,16 @@ def main() -> None:
 
     lookup_fn = torch.compile(lookup_dense) if args.compile_lookup else None
 
-    if args.prefetch_dedup and args.table_mode != "fused":
-        raise SystemExit("--prefetch-dedup needs --table-mode fused")
+    if args.prefetch_dedup and args.table_mode == "sparse":
+        raise SystemExit("--prefetch-dedup needs --table-mode fused or kernels")
     prefetch: dict[int, tuple] = {}  # id(batch codes) -> its dedup, filled one step ahead
 
     def forward_loss(b: dict) -> torch.Tensor:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            if lookup_fn is not None and model.training and torch.is_grad_enabled():
+            if args.table_mode == "kernels":
+                sorted_rows = prefetch.pop(id(b["cat"]), None) or table.sort(b["cat"])
+                logits = model.forward_rows(b["num"], table, sorted_rows)
+            elif lookup_fn is not None and model.training and torch.is_grad_enabled():
                 slot, leaf = table.distinct(b["cat"], prefetch.pop(id(b["cat"]), None))
                 torch._dynamo.mark_dynamic(leaf, 0)  # the distinct-row count changes every batch
                 logits = lookup_fn(b["num"], slot, leaf)
@@ -176,7 +190,7 @@ def main() -> None:
 
     def fwd_bwd(b: dict) -> None:
         model.zero_grad(set_to_none=True)
-        if args.table_mode == "fused":
+        if args.table_mode in ("fused", "kernels"):
             table.reset()  # fwd + bwd only: the recorded lookups are never applied
         forward_loss(b).backward()
 
@@ -199,14 +213,25 @@ def main() -> None:
     before = None
     if args.prefetch_dedup:
         n_total = args.warmup + args.steps
-        pf = DedupPrefetcher(table, (batches[i % len(batches)]["cat"] for i in range(n_total + 1)))
+        pf = DedupPrefetcher(table, (batches[i % len(batches)]["cat"] for i in range(n_total + 1)),
+                             sort=args.table_mode == "kernels")
 
         def before(b: dict) -> None:  # this batch's dedup was started one step ago
             codes, deduped = pf.next()
             assert codes is b["cat"]
             prefetch[id(codes)] = deduped
 
-    t_step = timed(train_step, batches, args.warmup, args.steps, device, before)
+    step_fn = train_step
+    if args.cuda_graph:
+        from recstack.ranking.graphed_step import GraphedDLRMStep
+
+        b0 = batches[0]
+        graphed = GraphedDLRMStep(model, table, dense_opt, b0["num"], b0["label"], b0["cat"] + table.offsets)
+
+        def step_fn(b: dict) -> None:
+            graphed(b["num"], b["label"], prefetch.pop(id(b["cat"]), None) or table.sort(b["cat"]))
+
+    t_step = timed(step_fn, batches, args.warmup, args.steps, device, before)
     t_fb = timed(fwd_bwd, batches, args.warmup, args.steps, device)
     with torch.no_grad():
         last_loss = float(forward_loss(batches[0]))
@@ -217,13 +242,17 @@ def main() -> None:
     uniq = float(np.mean([torch.unique(b["cat"] + table.offsets).numel() for b in batches]))
     lookups = b_ * f_ * d_
     bytes_step = lookups * w_bytes + 3 * lookups * 4 + uniq * (2 * d_ * w_bytes + 2 * 4)
+    if args.table_mode == "kernels":  # rows read twice (forward, recomputed in backward), their
+        # gradient written and read once; per distinct row its fp32 gradient sum written and
+        # read, weights and accumulator read and written
+        bytes_step = 4 * lookups * w_bytes + uniq * (2 * d_ * 4 + 2 * d_ * w_bytes + 2 * 4)
     if args.table_optimizer == "sgd":
         bytes_step -= uniq * 2 * 4
     row = {
         "bench": "dlrm_train_step", "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "small": args.small, "batch": args.batch, "dim": args.dim, "tables": 26, "table_rows": int(sum(sizes)),
         "max_table_rows": max(sizes), "table_dtype": args.table_dtype, "table_optimizer": args.table_optimizer,
-        "compile": args.compile, "compile_lookup": args.compile_lookup, "prefetch_dedup": args.prefetch_dedup, "amp_bf16": amp, "table_mode": args.table_mode,
+        "compile": args.compile, "compile_lookup": args.compile_lookup, "prefetch_dedup": args.prefetch_dedup, "cuda_graph": args.cuda_graph, "amp_bf16": amp, "table_mode": args.table_mode,
         "mlp": "small" if args.small else args.mlp, "bottom": list(bottom), "top": list(top),
         "samples_per_s_train_step": round(args.batch / t_step),
         "samples_per_s_fwd_bwd": round(args.batch / t_fb),

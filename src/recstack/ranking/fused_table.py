@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recstack.ranking.dlrm_kernels import SortedRows, rowwise_adagrad_update, segment_sum, sort_rows
+
 
 class RowWiseAdagradTable(nn.Module):
     """Every categorical table in one ``[sum(sizes), dim]`` matrix, trained by row-wise Adagrad
@@ -50,6 +52,7 @@ class RowWiseAdagradTable(nn.Module):
         self.register_buffer("accumulator", torch.zeros(sum(sizes)))
         self.register_buffer("offsets", torch.as_tensor(starts), persistent=False)
         self._pending: list[tuple[Tensor, Tensor]] = []
+        self._pending_rows: list[tuple[SortedRows, Tensor]] = []
 
     def forward(self, codes: Tensor) -> Tensor:
         """``[B, F]`` codes -> ``[B, F, dim]`` rows."""
@@ -78,10 +81,38 @@ class RowWiseAdagradTable(nn.Module):
         self._pending.append((uniq, leaf))
         return slot, leaf
 
+    def sort(self, codes: Tensor) -> SortedRows:
+        """A batch's ``[B, F]`` codes as table rows and their sort (`dlrm_kernels.sort_rows`),
+        for callers that read rows themselves (`gradient_sink`); reads no weights, so it can run
+        ahead of the optimiser (`DedupPrefetcher(..., sort=True)`)."""
+        return sort_rows(codes + self.offsets[: codes.shape[1]], len(self.weight))
+
+    def gradient_sink(self, sorted_rows: SortedRows):
+        """A callable taking the ``[B*F, dim]`` gradient of the rows ``sorted_rows.rows`` (e.g.
+        from `dlrm_kernels.GatherInteraction`'s backward); ``step()`` merges duplicates with the
+        prepared sort and applies the update. Records nothing outside training."""
+
+        def sink(grad_rows: Tensor) -> None:
+            if self.training:
+                self._pending_rows.append((sorted_rows, grad_rows))
+
+        return sink
+
+    @torch.no_grad()
+    def apply_rows_grad(self, sorted_rows: SortedRows, grad_rows: Tensor) -> None:
+        """Row-wise Adagrad now, from the ``[B*F, dim]`` gradient of the rows ``sorted_rows.rows``
+        (duplicates merged by the sort); `step` calls it for what `gradient_sink` recorded.
+        For callers that keep the gradient themselves, e.g. a CUDA-graphed step."""
+        g = segment_sum(grad_rows, sorted_rows)
+        rowwise_adagrad_update(self.weight, self.accumulator, sorted_rows.unique, g, self.lr, self.eps)
+
     @torch.no_grad()
     def step(self) -> None:
         """Apply row-wise Adagrad to the distinct rows of every lookup since the last step, then
         forget the lookups."""
+        for sorted_rows, grad_rows in self._pending_rows:
+            self.apply_rows_grad(sorted_rows, grad_rows)
+        self._pending_rows.clear()
         for uniq, leaf in self._pending:
             if leaf.grad is None:
                 continue
@@ -99,6 +130,7 @@ class RowWiseAdagradTable(nn.Module):
     def reset(self) -> None:
         """Drop recorded lookups without updating (e.g. after a skipped step)."""
         self._pending.clear()
+        self._pending_rows.clear()
 
 
 class DedupPrefetcher:
@@ -114,20 +146,21 @@ class DedupPrefetcher:
     that would wait for the running step too. On a CPU table it simply dedups in line.
     """
 
-    def __init__(self, table: RowWiseAdagradTable, codes_iter) -> None:
+    def __init__(self, table: RowWiseAdagradTable, codes_iter, sort: bool = False) -> None:
         self.table, self.it = table, iter(codes_iter)
+        self.prepare = table.sort if sort else table.dedup  # sort: for `gradient_sink` callers
         self.stream = torch.cuda.Stream() if table.weight.is_cuda else None
         self._ready: tuple[Tensor, tuple[Tensor, Tensor]] | None = None
 
-    def _dedup(self, codes: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def _dedup(self, codes: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         if self.stream is None:
-            return codes, self.table.dedup(codes)
+            return codes, self.prepare(codes)
         with torch.cuda.stream(self.stream):
             codes = codes.to(self.table.weight.device, non_blocking=True)
-            uniq, slot = self.table.dedup(codes)
-        return codes, (uniq, slot)
+            prepared = self.prepare(codes)
+        return codes, prepared
 
-    def next(self) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def next(self) -> tuple[Tensor, tuple[Tensor, ...]]:
         """The next batch's codes and dedup, and the dedup of the one after it started."""
         cur = self._ready if self._ready is not None else self._dedup(next(self.it))
         if self.stream is not None:

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from recstack.features.pipeline import Layout
 from recstack.ranking.base import CTRModule, RankerConfig
+from recstack.ranking.dlrm_kernels import GatherInteraction
 from recstack.ranking.layers import MLP, Batch, FieldEmbedder
 
 
@@ -88,3 +89,15 @@ class DLRM(CTRModule):
         t = torch.cat(parts, 1)
         z = dot_interaction(t, self.li, self.lj)
         return self.top(torch.cat([x, z.to(x.dtype)], 1)).squeeze(1)
+
+    def forward_rows(self, num: Tensor, table, sorted_rows) -> Tensor:
+        """The same logits as ``dense(num, table(codes))`` for a model whose fields are all
+        categorical, read straight from a `RowWiseAdagradTable`: the lookup and the interaction
+        are one fused op (`dlrm_kernels.GatherInteraction`), whose backward hands the rows'
+        gradient to the table (apply it with ``table.step()``). ``sorted_rows = table.sort(codes)``,
+        possibly prepared a step ahead."""
+        if self.bottom is None or self.embed.n_fields != sorted_rows.rows.shape[1]:
+            raise ValueError("forward_rows needs dense features and categorical fields only")
+        x = self.bottom(num)
+        t = GatherInteraction.apply(x, table.weight, sorted_rows.rows, table.gradient_sink(sorted_rows))
+        return self.top(t).squeeze(1)
