@@ -8,7 +8,7 @@ import torch
 
 from recstack.ranking import dlrm_kernels as K
 
-if K.triton is None or not (K._INTERPRET or torch.cuda.is_available()):
+if not K.HAVE_TRITON or not (K._INTERPRET or torch.cuda.is_available()):
     pytest.skip("needs Triton on a CUDA device or TRITON_INTERPRET=1", allow_module_level=True)
 
 DEVICE = "cpu" if K._INTERPRET else "cuda"

@@ -22,17 +22,16 @@ rows in five more passes. Three kernels do the same work with each row moved abo
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-try:  # Triton ships with CUDA builds of PyTorch; CPU-only installs run the PyTorch versions
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the install
-    triton = None
+# Triton ships with CUDA builds of PyTorch; CPU-only installs run the PyTorch versions. The kernels
+# themselves live in `_dlrm_triton`, imported on first use.
+HAVE_TRITON = importlib.util.find_spec("triton") is not None
 
 
 class SortedRows(NamedTuple):
@@ -72,11 +71,19 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _use_triton(*tensors: Tensor) -> bool:
-    return triton is not None and (_INTERPRET or all(t.is_cuda for t in tensors))
+    return HAVE_TRITON and (_INTERPRET or all(t.is_cuda for t in tensors))
+
+
+def _kernels():
+    from recstack.ranking import _dlrm_triton
+
+    return _dlrm_triton
 
 
 def _dot_dtype():
     """bf16 tiles on the GPU; fp32 under the interpreter, whose bf16 products are wrong."""
+    import triton.language as tl
+
     return tl.float32 if _INTERPRET else tl.bfloat16
 
 
@@ -119,64 +126,6 @@ def interaction_backward_torch(grad: Tensor, x: Tensor, weight: Tensor, rows: Te
     return dx, dt[:, 1:].reshape(-1, d).to(weight.dtype)
 
 
-if triton is not None:
-
-    @triton.jit
-    def _sample_tile(x_ptr, w_ptr, rows_ptr, b, ok, i, d, F: tl.constexpr, D: tl.constexpr, DOT: tl.constexpr):
-        """Sample b's tile ``[NP, D]``: row 0 its vector, rows 1..F its table rows, the rest zero."""
-        is_x, is_f = i == 0, (i >= 1) & (i <= F)
-        r = tl.load(rows_ptr + b * F + (i - 1), mask=is_f & ok, other=0).to(tl.int64)
-        tw = tl.load(w_ptr + r[:, None] * D + d[None, :], mask=(is_f & ok)[:, None], other=0.0)
-        tx = tl.load(x_ptr + b * D + i[:, None] * 0 + d[None, :], mask=(is_x & ok)[:, None], other=0.0)
-        return tl.where(is_x[:, None], tx.to(DOT), tw.to(DOT))
-
-    @triton.jit
-    def _interaction_fwd_kernel(x_ptr, w_ptr, rows_ptr, out_ptr, B,
-                                F: tl.constexpr, D: tl.constexpr, NP: tl.constexpr, SPP: tl.constexpr,
-                                DOT: tl.constexpr):
-        i = tl.arange(0, NP)  # tile row: 0 = the vector, 1..F = the fields, the rest padding
-        d = tl.arange(0, D)
-        ii, jj = i[:, None], i[None, :]
-        tri = (jj < ii) & (ii <= F)
-        out_w = D + (F + 1) * F // 2
-        tri_off = D + ii * (ii - 1) // 2 + jj
-        for s in range(SPP):
-            b = tl.program_id(0) * SPP + s
-            ok = (i * 0 + b) < B  # as vectors: masks of scalars and vectors mixed trip the interpreter
-            okd = (d * 0 + b) < B
-            t = _sample_tile(x_ptr, w_ptr, rows_ptr, b, ok, i, d, F, D, DOT)
-            gram = tl.dot(t, tl.trans(t))  # [NP, NP], fp32 accumulation
-            tl.store(out_ptr + b * out_w + tri_off, gram.to(out_ptr.dtype.element_ty), mask=tri & ok[:, None])
-            xv = tl.load(x_ptr + b * D + d, mask=okd)
-            tl.store(out_ptr + b * out_w + d, xv, mask=okd)
-
-    @triton.jit
-    def _interaction_bwd_kernel(g_ptr, x_ptr, w_ptr, rows_ptr, dx_ptr, de_ptr, B,
-                                F: tl.constexpr, D: tl.constexpr, NP: tl.constexpr, SPP: tl.constexpr,
-                                DOT: tl.constexpr):
-        i = tl.arange(0, NP)
-        d = tl.arange(0, D)
-        ii, jj = i[:, None], i[None, :]
-        is_x, is_f = i == 0, (i >= 1) & (i <= F)
-        out_w = D + (F + 1) * F // 2
-        lower = (jj < ii) & (ii <= F)
-        lo_off = D + ii * (ii - 1) // 2 + jj
-        for s in range(SPP):
-            b = tl.program_id(0) * SPP + s
-            ok = (i * 0 + b) < B  # as vectors: masks of scalars and vectors mixed trip the interpreter
-            okd = (d * 0 + b) < B
-            t = _sample_tile(x_ptr, w_ptr, rows_ptr, b, ok, i, d, F, D, DOT)
-            # the Gram gradient is symmetric: dZ + dZ^T (the triangle and its transpose are disjoint)
-            g = tl.load(g_ptr + b * out_w + lo_off, mask=lower & ok[:, None], other=0.0).to(tl.float32)
-            g = g + tl.trans(g)
-            dt = tl.dot(g.to(DOT), t)  # [NP, D]
-            dx = tl.sum(tl.where(is_x[:, None], dt, 0.0), axis=0)
-            dx += tl.load(g_ptr + b * out_w + d, mask=okd, other=0.0).to(tl.float32)
-            tl.store(dx_ptr + b * D + d, dx.to(dx_ptr.dtype.element_ty), mask=okd)
-            tl.store(de_ptr + (b * F + ii - 1) * D + d[None, :], dt.to(de_ptr.dtype.element_ty),
-                     mask=(is_f & ok)[:, None])
-
-
 def _interaction_shapes(x: Tensor, rows: Tensor) -> tuple[int, int, int, int]:
     b, d = x.shape
     f = rows.shape[1]
@@ -196,7 +145,7 @@ def interaction_forward(x: Tensor, weight: Tensor, rows: Tensor) -> Tensor:
     b, f, d, np_ = _interaction_shapes(x, rows)
     x = x.contiguous()
     out = torch.empty(b, interaction_width(f, d), dtype=x.dtype, device=x.device)
-    _interaction_fwd_kernel[(triton.cdiv(b, _SPP),)](x, weight, rows.contiguous(), out, b,
+    _kernels().interaction_fwd_kernel[(-(-b // _SPP),)](x, weight, rows.contiguous(), out, b,
                                                       F=f, D=d, NP=np_, SPP=_SPP, DOT=_dot_dtype(), num_warps=4)
     return out
 
@@ -209,7 +158,7 @@ def interaction_backward(grad: Tensor, x: Tensor, weight: Tensor, rows: Tensor) 
     b, f, d, np_ = _interaction_shapes(x, rows)
     dx = torch.empty_like(x)
     de = torch.empty(b * f, d, dtype=weight.dtype, device=x.device)
-    _interaction_bwd_kernel[(triton.cdiv(b, _SPP),)](grad.contiguous(), x.contiguous(), weight, rows.contiguous(),
+    _kernels().interaction_bwd_kernel[(-(-b // _SPP),)](grad.contiguous(), x.contiguous(), weight, rows.contiguous(),
                                                       dx, de, b, F=f, D=d, NP=np_, SPP=_SPP, DOT=_dot_dtype(), num_warps=4)
     return dx, de
 
@@ -233,42 +182,6 @@ class GatherInteraction(torch.autograd.Function):
 
 
 # ---- duplicate merge + row-wise Adagrad ----------------------------------------------------------
-if triton is not None:
-
-    @triton.jit
-    def _segment_sum_kernel(g_ptr, perm_ptr, seg_ptr, out_ptr, N, D: tl.constexpr, R: tl.constexpr,
-                            DOT: tl.constexpr):
-        p = tl.program_id(0) * R + tl.arange(0, R)
-        ok = p < N
-        d = tl.arange(0, D)
-        seg = tl.load(seg_ptr + p, mask=ok, other=0)
-        first = tl.load(seg_ptr + tl.program_id(0) * R)
-        local = tl.where(ok, seg - first, R)  # sorted, so 0..R-1 within the block; R = none
-        src = tl.load(perm_ptr + p, mask=ok, other=0).to(tl.int64)
-        g = tl.load(g_ptr + src[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
-        k = tl.arange(0, R)
-        onehot = k[:, None] == local[None, :]  # [segment in block, position]
-        sums = tl.dot(onehot.to(DOT), g.to(DOT))  # exact: 0/1 weights, fp32 accumulation
-        last = tl.max(tl.where(ok, local, 0), axis=0)
-        tl.atomic_add(out_ptr + (first + k)[:, None].to(tl.int64) * D + d[None, :], sums,
-                      mask=(k <= last)[:, None])
-
-    @triton.jit
-    def _rowwise_adagrad_kernel(g_ptr, unique_ptr, w_ptr, acc_ptr, U, lr, eps,
-                                D: tl.constexpr, R: tl.constexpr):
-        u = tl.program_id(0) * R + tl.arange(0, R)
-        ok = u < U
-        d = tl.arange(0, D)
-        row = tl.load(unique_ptr + u, mask=ok, other=0).to(tl.int64)
-        g = tl.load(g_ptr + u[:, None].to(tl.int64) * D + d[None, :], mask=ok[:, None], other=0.0)
-        acc = tl.load(acc_ptr + row, mask=ok, other=0.0) + tl.sum(g * g, axis=1) / D
-        tl.store(acc_ptr + row, acc, mask=ok)
-        w_ptrs = w_ptr + row[:, None] * D + d[None, :]
-        w = tl.load(w_ptrs, mask=ok[:, None], other=0.0).to(tl.float32)
-        w -= g * (lr / (tl.sqrt(acc) + eps))[:, None]
-        tl.store(w_ptrs, w.to(w_ptr.dtype.element_ty), mask=ok[:, None])
-
-
 def segment_sum(grad_rows: Tensor, sorted_rows: SortedRows) -> Tensor:
     """``[B*F, D]`` row gradients -> ``[U, D]`` fp32 sums per distinct row (`sorted_rows.unique`)."""
     n_unique, d = len(sorted_rows.unique), grad_rows.shape[1]
@@ -278,7 +191,7 @@ def segment_sum(grad_rows: Tensor, sorted_rows: SortedRows) -> Tensor:
         return out
     if _use_triton(grad_rows) and _pow2(d) and grad_rows.dtype in (torch.bfloat16, torch.float16):
         r = 64
-        _segment_sum_kernel[(triton.cdiv(n, r),)](grad_rows.contiguous(), sorted_rows.perm, sorted_rows.segment,
+        _kernels().segment_sum_kernel[(-(-n // r),)](grad_rows.contiguous(), sorted_rows.perm, sorted_rows.segment,
                                                    out, n, D=d, R=r, DOT=_dot_dtype(), num_warps=4)
         return out
     return out.index_add_(0, sorted_rows.segment.long(), grad_rows[sorted_rows.perm].float())
@@ -293,7 +206,7 @@ def rowwise_adagrad_update(weight: Tensor, accumulator: Tensor, unique: Tensor, 
     d = weight.shape[1]
     if _use_triton(weight, accumulator, unique, grad) and _pow2(d):
         r = 32
-        _rowwise_adagrad_kernel[(triton.cdiv(len(unique), r),)](grad, unique, weight, accumulator, len(unique),
+        _kernels().rowwise_adagrad_kernel[(-(-len(unique) // r),)](grad, unique, weight, accumulator, len(unique),
                                                                  float(lr), float(eps), D=d, R=r, num_warps=4)
         return
     acc = accumulator.index_select(0, unique) + grad.square().mean(1)
