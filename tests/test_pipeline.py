@@ -168,6 +168,19 @@ def test_sparse_helpers_against_scipy():
     m2 = m.copy()
     m2.data[:] *= 2  # another matrix object with the same shape: never served from the memo
     np.testing.assert_allclose(aggregate_rows(m2, seeds, w), 2 * expected, rtol=1e-5)
+    # equal-length rows (a top-k matrix, broadcast positions) and unit weights (no product)
+    # give the same sums as the general path, bit for bit
+    from recstack.pipeline.matrices import _aggregate
+
+    uniform = dense_top_k(torch.from_numpy(rng.random((30, 30), dtype=np.float32)), 5)
+    for mat in (uniform, m):
+        for ww in (w, np.ones(3)):
+            got = _aggregate(mat, seeds, ww.astype(np.float32))
+            lens = np.diff(mat.indptr)[seeds]
+            pos = np.concatenate([np.arange(mat.indptr[s], mat.indptr[s + 1]) for s in seeds])
+            vals = mat.data[pos] * np.repeat(ww.astype(np.float32), lens)
+            ref = np.bincount(mat.indices[pos], weights=vals, minlength=30).astype(np.float32)
+            assert np.array_equal(got, ref)
     top = keep_top_k(m, 2)
     for r in range(30):
         row = m[r].toarray()[0]
@@ -334,6 +347,90 @@ def test_rerank_mmr_caps_promotion_freshness():
     assert np.isnan(out.scores[0]) and out.positions[0] == 5
 
 
+
+def _greedy_reference(rr: Reranker, items, rel, final, k):
+    """The MMR / cap / freshness greedy pick written plainly (recomputed masks and objective)."""
+    cfg, cat = rr.config, rr.catalog
+    cats, counts = cat.primary_category[items], {}
+    vecs = rr.vectors[items] if cfg.mmr_lambda < 1 else None
+    max_sim, taken, capped = np.zeros(len(items)), np.zeros(len(items)), np.zeros(len(items))
+    picks, rules = [], []
+    for _ in range(min(k, len(items))):
+        ok = final + taken + capped
+        top = int(np.argmax(ok))
+        if ok[top] == -np.inf:
+            break
+        pick = top if vecs is None else int(np.argmax(cfg.mmr_lambda * final - (1 - cfg.mmr_lambda) * max_sim
+                                                      + taken + capped))
+        if pick != top:
+            rule = "mmr"
+        elif cfg.category_cap is not None and pick != int(np.argmax(final + taken)):
+            rule = "category_cap"
+        elif cfg.freshness_weight > 0 and pick != int(np.argmax(rel + taken)):
+            rule = "freshness"
+        else:
+            rule = "score"
+        picks.append(pick)
+        rules.append(rule)
+        taken[pick] = -np.inf
+        c = int(cats[pick])
+        if c >= 0:
+            counts[c] = counts.get(c, 0) + 1
+            if cfg.category_cap is not None and counts[c] >= cfg.category_cap:
+                capped[cats == c] = -np.inf
+        if vecs is not None:
+            max_sim = np.maximum(max_sim, vecs @ vecs[pick])
+    return picks, rules
+
+
+def test_greedy_rerank_equals_plain_reference():
+    """The in-place greedy (scaled similarity penalty, merged masks) picks exactly what the
+    plain recomputation picks, with the same rules, over random candidates."""
+    rng = np.random.default_rng(0)
+    n = 60
+    cat = ItemCatalog(np.arange(n) + 100, np.ones(n, np.float32), rng.random(n).astype(np.float32),
+                      np.array(["a", "b", "c"]), np.ones(n, np.uint64), rng.integers(-1, 3, n).astype(np.int32))
+    vecs = rng.normal(size=(n, 8)).astype(np.float32)
+    configs = (RerankConfig(mmr_lambda=0.95, mmr_model="m", category_cap=5),
+               RerankConfig(mmr_lambda=0.5, mmr_model="m"),
+               RerankConfig(category_cap=2, freshness_weight=0.3),
+               RerankConfig(mmr_lambda=0.7, mmr_model="m", category_cap=3, freshness_weight=0.5))
+    for cfg in configs:
+        rr = Reranker(cfg, cat, vecs)
+        for _ in range(20):
+            items = rng.permutation(n)[: rng.integers(1, n)]
+            rel = rng.random(len(items))
+            rel[rng.integers(0, len(items))] = rel.max()  # a tie
+            final = rel + cfg.freshness_weight * cat.freshness[items]
+            picks, rules = rr._greedy(items, rel, final, 10)
+            ref_picks, ref_rules = _greedy_reference(rr, items, rel, final, 10)
+            assert picks.tolist() == ref_picks and rules == ref_rules
+
+
+def test_blend_normalisation_is_numpy_mean_std_bit_for_bit():
+    from recstack.pipeline.rankers import BlendRanker
+
+    class Fixed:
+        def __init__(self, name, s):
+            self.name, self.s = name, s
+
+        def score(self, user, items, history, context):
+            return self.s
+
+    rng = np.random.default_rng(1)
+    for n in (1, 3, 200, 381):
+        parts = [(Fixed("a", rng.normal(size=n).astype(np.float32) * 50), 1.0),
+                 (Fixed("b", rng.random(n)), 0.5), (Fixed("c", np.full(n, 2.0)), 2.0), (Fixed("d", None), 1.0)]
+        expect = np.zeros(n)
+        for r, w in parts:
+            if r.s is not None:
+                s = np.asarray(r.s, np.float64)
+                expect += w * ((s - s.mean()) / s.std() if s.std() > 0 else np.zeros_like(s))
+        got = BlendRanker("blend", parts).score(None, np.arange(n), np.zeros(0, np.int64), {})
+        assert np.array_equal(got, expect.astype(np.float32))
+    assert BlendRanker("b", [(Fixed("x", None), 1.0)]).score(None, np.arange(3), np.zeros(0, np.int64), {}) is None
+
+
 # ---- quality ------------------------------------------------------------------------------------------
 def test_ranking_metrics_by_hand():
     hits = np.array([[False, True, False], [False, False, False], [True, False, True]])
@@ -408,13 +505,28 @@ def test_ctr_rankers_in_the_pipeline_fast_path_and_bundle(ctr_task, world, tmp_p
     assert fast.score(None, items, np.zeros(0, np.int64), {}) is None  # cold start: abstains
     for user, hist in ((3, a.users.history(3)), (None, np.array([0, 1, 2])), (5, np.zeros(0, np.int64))):
         np.testing.assert_allclose(fast.score(user, items, hist, {}), slow.score(user, items, hist, {}), atol=1e-5)
+    # the DIN split (per-item / per-user tables, history embedded once per request) equals the
+    # plain full forward: stored histories, request items on top, long / unknown-item histories
+    assert fast.din_tables is not None
+    rng = np.random.default_rng(0)
+    cases = [(u, a.users.history(u)) for u in range(0, a.users.n_users, 9)]
+    cases += [(3, np.concatenate([a.users.history(3), [7, 8]])), (None, rng.integers(0, a.catalog.n_items, 40)),
+              (None, np.array([5])), (5, np.zeros(0, np.int64))]
+    for user, hist in cases:
+        sub = rng.permutation(items)[:50]
+        with torch.inference_mode():
+            full = torch.sigmoid(fast.module(fast.batch(user, sub, hist)).float()).numpy()
+        np.testing.assert_allclose(fast.score(user, sub, hist, {}), full, atol=1e-6)
     # the FM (coarse) scores from per-item tables + one user row equal the full forward and the
     # generic path, also when the user side comes from the memo (second pass)
     fm_fast = load_ctr_ranker("coarse_ctr", tmp_path / "r" / "coarse_ctr", a.catalog, a.users)
     fm_slow = load_ctr_ranker("coarse_ctr", tmp_path / "r" / "coarse_ctr", a.catalog, a.users, fast=False)
     assert fm_fast.fm_tables is not None
+    # user side = the user's load-time row (empty history) + the request's pooled history
     for _ in range(2):
-        for user, hist in ((3, a.users.history(3)), (None, np.array([0, 1, 2])), (5, np.zeros(0, np.int64))):
+        for user, hist in ((3, a.users.history(3)), (None, np.array([0, 1, 2])), (5, np.zeros(0, np.int64)),
+                           (3, np.concatenate([a.users.history(3), [7]])), (4, a.users.history(4)[:2]),
+                           (None, np.arange(a.catalog.n_items)[::-3])):
             sub = items[::-1][: 37]
             with torch.inference_mode():
                 full = torch.sigmoid(fm_fast.module(fm_fast.batch(user, sub, hist)).float()).numpy()

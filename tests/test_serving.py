@@ -383,6 +383,22 @@ def api_schema(bundles):
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
+
+def test_fast_json_response_matches_the_json_module():
+    """/recommend answers are rendered by orjson when installed: the same JSON document as
+    starlette's JSONResponse, and the json module still renders what orjson refuses."""
+    from starlette.responses import JSONResponse
+
+    from recstack.serving.app import FastJSONResponse
+
+    body = {"items": [{"item_id": "é-1", "score": 0.1 + 0.2, "sources": ["a"], "stage_scores": {"x": None}},
+                      {"item_id": 7, "score": 1e-7, "sources": [], "source_ranks": {"a": 3}}],
+            "cold_start": False, "timings_ms": {"total": 3.1416}, "experiment": None}
+    assert json.loads(FastJSONResponse(body).body) == json.loads(JSONResponse(body).body) == body
+    big = {"item_id": 2**70}
+    assert json.loads(FastJSONResponse(big).body) == big
+    assert FastJSONResponse(body).headers["content-type"] == "application/json"
+
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_never_fails_with_a_server_error(case):

@@ -11,14 +11,16 @@ Two paths, same features:
   every known user once; a request then only gathers rows of those code tables, encodes its
   history with an item -> code array, and runs one batched forward over all candidates under
   `torch.inference_mode` (no polars, no per-candidate Python): ~1-3 ms for 200 candidates.
+  FM and DIN go further (same scores, to float rounding): their item-only and user-only parts
+  are precomputed per catalog item / per user at load, so a request computes only what mixes
+  candidate and history (FM: one pooled history row; DIN: the attention unit after its first
+  layer): ~0.1 ms (FM, 380 candidates) and ~0.5 ms (DIN, 200 candidates, 20 history items).
 * `CTRRanker`: the generic path through `score_candidates` (a polars frame per request, tens of
   ms), for schemas with request context, crosses or precomputed vectors.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,31 @@ def _nulls(frame: pl.DataFrame, like: pl.DataFrame, skip: set[str]) -> pl.DataFr
     add = [pl.lit(None, dtype=like[c].dtype).alias(c) for c in like.columns
            if c not in frame.columns and c not in skip]
     return frame.with_columns(add) if add else frame
+
+
+def _rows_fn(layers: torch.nn.Sequential) -> Any:
+    """`layers` (Linear / PReLU / Dice of a DIN tower, eval mode) as a function of [N, C] rows:
+    Linear and the per-feature PReLU as direct functional calls (no module dispatch or reshapes
+    per request), anything else through its module."""
+    from recstack.ranking.models.din import PReLU
+
+    layers.eval()
+    steps = []
+    for layer in layers:
+        if type(layer) is torch.nn.Linear:
+            bias = layer.bias.detach() if layer.bias is not None else None
+            steps.append((torch.nn.functional.linear, (layer.weight.detach(), bias)))
+        elif type(layer) is PReLU:  # 2-D input: torch.prelu reads the slopes along dim 1
+            steps.append((torch.prelu, (layer.weight.detach(),)))
+        else:
+            steps.append((layer, ()))
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        for fn, args in steps:
+            x = fn(x, *args)
+        return x
+
+    return run
 
 
 class FastCTRRanker:
@@ -149,9 +176,28 @@ class FastCTRRanker:
         self.module = ranker.module_
         self.module.eval()
         self.anonymous = users.n_users
+        self._fm_users: tuple[torch.Tensor, ...] | None = None
+        self._fm_history: tuple[torch.Tensor, torch.Tensor] | None = None
         self.fm_tables = self._fm_tables(side_of, num_side)
-        self._fm_users: OrderedDict = OrderedDict()
-        self._fm_lock = threading.Lock()
+        self.din_tables = self._din_tables(side_of, num_side)
+
+    def _pairs(self, users: torch.Tensor, items: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Model tensors of independent rows (users[r], items[r]) with empty histories: the
+        batched form of `batch` for the load-time tables."""
+        n = len(items)
+        cat = self.item_cat[items]
+        if len(self.user_cat_cols):
+            cat[:, self.user_cat_cols] = self.user_cat[users][:, self.user_cat_cols]
+        num = self.item_num[items]
+        if len(self.user_num_cols):
+            num[:, self.user_num_cols] = self.user_num[users][:, self.user_num_cols]
+        out = {"cat": cat, "num": num, "emb": torch.zeros(n, 0), "cross": torch.zeros(n, 0, dtype=torch.long)}
+        for key, (side, table) in self.bags.items():
+            out[key] = table[items] if side == "item" else table[users]
+        if self.history_bag is not None:
+            key, _, max_len = self.history_bag
+            out[key] = torch.zeros(n, max_len, dtype=torch.long)
+        return out
 
     def _fm_tables(self, side_of: dict[str, str], num_side: list[str]) -> tuple[torch.Tensor, ...] | None:
         """For an FM, the item side of every catalog item, computed once (see `_score_fm`):
@@ -168,11 +214,103 @@ class FastCTRRanker:
             return None
         sides = [side_of[n] for n in names] + (num_side if emb.num_vectors is not None else [])
         item_f = torch.tensor([sd == "item" for sd in sides])
+        if self.history_bag is not None:  # the history's field in the embedding / linear tables
+            hist = self.history_bag[0].removeprefix("bag.")
+            f_e, f_l = dict(emb.bag_fields).get(hist), dict(m.linear.bag_fields).get(hist)
+            if f_e is None or f_l is None:
+                return None
+            # per catalog item: [its history-field embedding row, linear weight], zero where the
+            # item has no sequence code (padding / outside the vocabulary); a request's history
+            # field is then the mean of its items' rows (what the bag lookups compute)
+            codes = self.history_bag[1]
+            with torch.inference_mode():
+                rows = torch.cat([emb.table.field(codes, f_e), m.linear.table.field(codes, f_l)], 1).float()
+                valid = codes > 0
+                self._fm_history = (rows * valid.unsqueeze(1).float(), valid.float())
         with torch.inference_mode():
             b = self.batch(None, np.arange(len(self.item_cat)), np.zeros(0, np.int64))
             lin = m.linear(b).float()
             e = emb(b)[:, item_f].float()
+            # the user side of every user (+ the anonymous row) with an empty history, in one
+            # batched forward: an empty history bag pools to exactly zero, so a request adds its
+            # history's pooled vector and linear weight to its user's row (`_fm_user_side`)
+            n_u = len(self.user_cat)
+            ub = self._pairs(torch.arange(n_u), torch.zeros(n_u, dtype=torch.long))
+            e_u = emb(ub)[:, ~item_f].float()
+            self._fm_users = (m.linear(ub).float() - lin[0], e_u.sum(1), e_u.square().sum((1, 2)))
         return lin, e.sum(1), e.square().sum((1, 2)), item_f
+
+    def _din_tables(self, side_of: dict[str, str], num_side: list[str]) -> dict[str, Any] | None:
+        """For a DIN (one attended sequence = the history), the candidate-only parts of its
+        forward for every catalog item and the user-only parts for every user (see
+        `_score_din`). None for other models or layouts this split does not cover."""
+        from recstack.ranking.models.din import DIN
+
+        m = self.module
+        if type(m) is not DIN or len(m.seqs) != 1 or self.history_bag is None:
+            return None
+        emb = m.embed
+        names = [*emb.layout.cat_names, *(n for n, _ in emb.bag_fields)]
+        if (f"bag.{m.seqs[0]}" != self.history_bag[0] or emb.emb_proj is not None
+                or any(side_of.get(n) not in ("item", "user") for n in names)
+                or side_of.get(m.target) != "item" or any(p.dtype != torch.float32 for p in m.parameters())):
+            return None
+        d, n_f = emb.dim, len(names)
+        item_f = torch.tensor([side_of[n] == "item" for n in names])
+        user_n = torch.tensor([sd == "user" for sd in num_side], dtype=torch.bool)
+        first, unit = m.mlp[0], m.attention[0]
+        w_e = first.weight[:, : n_f * d].reshape(-1, n_f, d)
+        w_v = first.weight[:, n_f * d : (n_f + 1) * d]
+        w_n = first.weight[:, (n_f + 1) * d :]
+        w_h, w_t, w_d, w_p = unit[0].weight.split(d, dim=1)
+        n_i, n_u = len(self.item_cat), len(self.user_cat)
+        with torch.inference_mode():
+            e_i = emb(self._pairs(torch.full((n_i,), self.anonymous), torch.arange(n_i)))
+            e_u = emb(self._pairs(torch.arange(n_u), torch.zeros(n_u, dtype=torch.long)))
+            # first MLP layer on [profile + candidate fields, v_U(t), numeric]: split by side
+            item_pre = torch.einsum("nfd,hfd->nh", e_i[:, item_f], w_e[:, item_f]) + first.bias
+            user_pre = torch.einsum("nfd,hfd->nh", e_u[:, ~item_f], w_e[:, ~item_f])
+            if w_n.shape[1]:
+                item_pre = item_pre + self.item_num[:, ~user_n] @ w_n[:, ~user_n].T
+                user_pre = user_pre + self.user_num[:, user_n] @ w_n[:, user_n].T
+            # attention unit, first layer: (W_t - W_d) t + b for every candidate t
+            t = emb.table.field(self.item_cat[:, m.target_field], m.target_field)
+            t_part = torch.nn.functional.linear(t, w_t - w_d, unit[0].bias)
+            items = torch.cat([t, t_part, item_pre], 1).contiguous()
+        return {"items": items, "users": user_pre.contiguous(), "split": (d, t_part.shape[1], item_pre.shape[1]),
+                "w_hd": (w_h + w_d).T.contiguous().detach(), "w_p": w_p.T.contiguous().detach(),
+                "w_v": w_v.T.contiguous().detach(), "unit_rest": _rows_fn(unit[1:]),
+                "mlp_rest": _rows_fn(m.mlp[1:])}
+
+    def _score_din(self, user: int | None, items: np.ndarray, history: np.ndarray) -> np.ndarray:
+        """DIN scores equal to the full forward, with the per-candidate work reduced to what
+        depends on both the candidate and the history (the attention unit after its first layer):
+        candidate-only terms are gathered from `din_tables`, user-only terms are one row, and the
+        history is embedded once per request, not once per candidate. Positions the model masks
+        (code 0: padding or items outside the sequence vocabulary) are dropped: they attend to
+        nothing."""
+        t = self.din_tables
+        d, h_dim, h1 = t["split"]
+        _, codes, max_len = self.history_bag
+        idx = torch.from_numpy(np.ascontiguousarray(items, np.int64))
+        u = self.anonymous if user is None else int(user)
+        h = np.ascontiguousarray(np.asarray(history, np.int64)[-max_len:])
+        with torch.inference_mode():
+            c = codes[torch.from_numpy(h)]
+            c = c[c > 0]
+            tv, tp, pre = t["items"].index_select(0, idx).split((d, h_dim, h1), 1)
+            pre = pre + t["users"][u]
+            n_l = len(c)
+            if n_l:
+                m = self.module
+                hist = m.embed.table.field(c, m.target_field)  # [L, D]
+                # (h * t) W_p^T for all (candidate, position) pairs as one [B, D] @ [D, L*H] product
+                w_ph = (hist.T.unsqueeze(2) * t["w_p"].unsqueeze(1)).reshape(d, n_l * h_dim)
+                hidden = torch.addmm((hist @ t["w_hd"]).reshape(1, -1), tv, w_ph)
+                hidden = (hidden.view(len(idx), n_l, h_dim) + tp.unsqueeze(1)).view(-1, h_dim)
+                a = t["unit_rest"](hidden).view(len(idx), n_l)  # attention weights
+                pre = torch.addmm(pre, a @ hist, t["w_v"])
+            return torch.sigmoid(t["mlp_rest"](pre).squeeze(1).float()).numpy()
 
     def batch(self, user: int | None, items: np.ndarray, history: np.ndarray) -> dict[str, torch.Tensor]:
         """The model tensors of one request (what `pipeline.transform` gives for its rows)."""
@@ -191,7 +329,7 @@ class FastCTRRanker:
         if self.history_bag is not None:
             key, codes, max_len = self.history_bag
             seq = torch.zeros(1, max_len, dtype=torch.long)
-            h = np.asarray(history, np.int64)[-max_len:]
+            h = np.ascontiguousarray(np.asarray(history, np.int64)[-max_len:])
             if len(h):
                 seq[0, max_len - len(h):] = codes[torch.from_numpy(h)]
             out[key] = seq.expand(c, -1)
@@ -205,45 +343,40 @@ class FastCTRRanker:
             return np.zeros(0, np.float32)
         if self.fm_tables is not None:
             return self._score_fm(user, items, history)
+        if self.din_tables is not None:
+            return self._score_din(user, items, history)
         with torch.inference_mode():
             z = self.module(self.batch(user, items, history))
             z = z[:, 0] if z.ndim == 2 else z  # multi-task: primary task
             return torch.sigmoid(z.float()).numpy()
 
-
     def _score_fm(self, user: int | None, items: np.ndarray, history: np.ndarray) -> np.ndarray:
-        """FM scores from the per-item tables and one row for the request's user side; equal to
-        the full forward (FM is linear + pairwise, so both split into item, user and cross parts):
+        """FM scores from the per-item tables and the request's user side; equal to the full
+        forward (FM is linear + pairwise, so both split into item, user and cross parts):
             linear(u, i) = linear(anon, i) + linear(u, i0) - linear(anon, i0)
             pairs(u, i)  = 1/2 (|S_i + S_u|^2 - Q_i - Q_u)   (S: field-vector sums, Q: squared norms)."""
-        lin0, s_item, q_item, item_f = self.fm_tables
+        lin0, s_item, q_item, _ = self.fm_tables
         idx = torch.from_numpy(np.ascontiguousarray(items, np.int64))
         with torch.inference_mode():
-            lin_u, s_u, q_u = self._fm_user_side(user, int(idx[0]), history)
+            lin_u, s_u, q_u = self._fm_user_side(user, history)
             s = s_item[idx] + s_u
             z = lin0[idx] + lin_u + 0.5 * (s.square().sum(1) - q_item[idx] - q_u)
             return torch.sigmoid(z).numpy()
 
-    def _fm_user_side(self, user: int | None, item0: int, history: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """(linear(u, i0) - linear(anon, i0), S_u, Q_u) of a request's user side, from one row;
-        memoised for the last 256 (user, history) pairs (a user's side does not depend on the
-        candidates, and returning users send the same stored history)."""
-        key = (user, np.asarray(history, np.int64).tobytes())
-        with self._fm_lock:
-            hit = self._fm_users.get(key)
-            if hit is not None:
-                self._fm_users.move_to_end(key)
-                return hit
-        lin0, _, _, item_f = self.fm_tables
-        one = self.batch(user, np.asarray([item0]), history)
-        lin_u = self.module.linear(one).float()[0] - lin0[item0]
-        e_u = self.module.embed(one)[0, ~item_f].float()
-        out = (lin_u, e_u.sum(0), e_u.square().sum())
-        with self._fm_lock:
-            self._fm_users[key] = out
-            if len(self._fm_users) > 256:
-                self._fm_users.popitem(last=False)
-        return out
+    def _fm_user_side(self, user: int | None, history: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """(linear(u, i0) - linear(anon, i0), S_u, Q_u) of a request's user side: the user's
+        load-time row (empty history) plus the history field, the mean of the history items'
+        precomputed rows (one small gather instead of a forward pass; any history, no cache)."""
+        lin_t, s_t, q_t = self._fm_users
+        u = self.anonymous if user is None else int(user)
+        if self._fm_history is None:
+            return lin_t[u], s_t[u], q_t[u]
+        rows, valid = self._fm_history
+        max_len = self.history_bag[2]
+        h = torch.from_numpy(np.ascontiguousarray(np.asarray(history, np.int64)[-max_len:]))
+        pooled = rows[h].sum(0) / valid[h].sum().clamp_min(1.0)  # [D + 1]: embedding, linear
+        e_h, l_h = pooled[:-1], pooled[-1]
+        return lin_t[u] + l_h, s_t[u] + e_h, q_t[u] + e_h.square().sum()
 
 
 def load_ctr_ranker(name: str, path: str | Path, catalog: ItemCatalog, users: UserStore,

@@ -111,9 +111,16 @@ def _aggregate(m: sp.csr_matrix, seeds: np.ndarray, weights: np.ndarray) -> np.n
     total = int(lens.sum())
     if total == 0:
         return np.zeros(m.shape[1], np.float32)
-    offs = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens)
-    pos = np.repeat(starts, lens) + offs
-    vals = m.data[pos] * np.repeat(weights, lens)
+    unit = bool((weights == 1).all())  # no decay (e.g. EASE rows): skip the exact product
+    if lens.min() == lens.max():
+        # equal-length rows (a top-k matrix): positions by broadcasting, row-major as below
+        pos = starts[:, None] + np.arange(lens[0])
+        vals = m.data[pos] if unit else m.data[pos] * weights[:, None]
+        return np.bincount(m.indices[pos].ravel(), weights=vals.ravel(),
+                           minlength=m.shape[1]).astype(np.float32)
+    # positions of every seed row's entries: one repeat of (row start - output offset)
+    pos = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(total)
+    vals = m.data[pos] if unit else m.data[pos] * np.repeat(weights, lens)
     return np.bincount(m.indices[pos], weights=vals, minlength=m.shape[1]).astype(np.float32)
 
 

@@ -3,6 +3,7 @@ per-stage timings and a trace of which source and stage placed each returned ite
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -112,7 +113,7 @@ class Pipeline:
                 s = np.asarray(s, np.float32)
                 if s.shape != cands.items.shape:
                     raise ValueError(f"ranker '{ranker.name}' returned {s.shape} scores for {len(cands)} items")
-                order = np.lexsort((np.arange(len(s)), -s))[: stage.keep]  # ties keep earlier order
+                order = np.argsort(-s, kind="stable")[: stage.keep]  # ties keep earlier order
                 last = name
             cands.scores[name] = s
             cands = cands.take(order)
@@ -160,24 +161,26 @@ class Pipeline:
         return items[:k], scores[:k], "+".join(used)
 
     def _trace(self, cands, out) -> list[ItemTrace]:
-        """Per returned item (k of them, not per candidate)."""
+        """Per returned item (k of them, not per candidate); arrays go to Python lists once, so
+        the per-item loop touches no numpy scalars."""
         names = [s.name for s in self.sources]
         stage_names = ["retrieval", *(n for n, _, _ in self.stages)]
         pos = out.positions  # -1: promoted from outside the candidates
-        ranks = cands.source_ranks[:, np.maximum(pos, 0)] if len(cands) else None
-        table = {n: cands.scores[n][np.maximum(pos, 0)].tolist() for n in stage_names} if len(cands) else {}
+        at = np.maximum(pos, 0)
+        ranks = cands.source_ranks[:, at].T.tolist() if len(cands) else None
+        table = [(n, cands.scores[n][at].tolist()) for n in stage_names] if len(cands) else []
+        finals = out.scores.tolist()
         trace = []
-        for j, item in enumerate(out.items.tolist()):
-            p = int(pos[j])
+        for j, (item, p) in enumerate(zip(out.items.tolist(), pos.tolist(), strict=True)):
             if p < 0:
                 srcs, r, scores = ["promoted"], {}, {n: None for n in stage_names}
             else:
-                r = {names[s]: int(ranks[s, j]) for s in range(len(names)) if ranks[s, j] >= 0}
+                r = {name: rank for name, rank in zip(names, ranks[j], strict=True) if rank >= 0}
                 srcs = list(r)
-                scores = {n: (None if np.isnan(table[n][j]) else float(table[n][j])) for n in stage_names}
-            final = float(out.scores[j])
-            scores["final"] = None if np.isnan(final) else final
-            trace.append(ItemTrace(int(item), srcs, r, scores, out.rules[j]))
+                scores = {n: (None if math.isnan(v[j]) else v[j]) for n, v in table}
+            final = finals[j]
+            scores["final"] = None if math.isnan(final) else final
+            trace.append(ItemTrace(item, srcs, r, scores, out.rules[j]))
         return trace
 
 

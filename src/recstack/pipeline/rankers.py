@@ -10,6 +10,7 @@ specs (`{"kind": "recommender", "model": "two_tower"}`) and built against a bund
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -96,14 +97,23 @@ class BlendRanker:
 
     def score(self, user, items, history, context):
         total, used = np.zeros(len(items), np.float64), False
+        n = len(items)
         for ranker, weight in self.parts:
             s = ranker.score(user, items, history, context)
             if s is None:
                 continue
-            s = np.asarray(s, np.float64)
-            sd = s.std()
-            total += weight * ((s - s.mean()) / sd if sd > 0 else np.zeros_like(s))
             used = True
+            if n == 0:
+                continue
+            # the arithmetic of s.mean() / s.std() (same sums, bit for bit) without their Python
+            # wrappers, in place: ~10 calls per request on the serving path
+            d = np.array(s, np.float64)
+            d -= np.add.reduce(d) / n
+            sd = math.sqrt(np.add.reduce(d * d) / n)
+            if sd > 0:
+                d /= sd
+                d *= weight
+                total += d
         return total.astype(np.float32) if used else None
 
 

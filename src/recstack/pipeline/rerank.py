@@ -80,44 +80,50 @@ class Reranker:
 
     def _greedy(self, items, rel, final, k):
         """One pick per output slot (k Python steps, each a few vectorised ops over the
-        candidates). Masks are kept as additive penalties (0 / -inf) updated in place."""
+        candidates). Masks are kept as additive penalties (0 / -inf) updated in place: `taken`
+        (picked) and `blocked` (picked or category full)."""
         cfg = self.config
         lam, cap = cfg.mmr_lambda, cfg.category_cap
         m = len(items)
         cats = self.catalog.primary_category[items]
         counts = np.zeros(len(self.catalog.category_names) + 1, np.int64)
         vecs = self.vectors[items] if lam < 1 else None
-        max_sim = np.zeros(m)
+        # MMR objective lam * final - (1 - lam) * max_sim: the scaled terms are kept up to date
+        # instead of recomputed (scaling by a positive constant commutes with the running max)
+        lam_final = lam * final
+        sim_pen = np.zeros(m)  # (1 - lam) * max similarity to the picks so far
         taken = np.zeros(m)  # -inf once picked
-        capped = np.zeros(m)  # -inf once the item's category is full
+        blocked = np.zeros(m)  # taken + (-inf once the item's category is full)
         fresh = cfg.freshness_weight > 0
         picks, rules = [], []
         for _ in range(min(k, m)):
-            ok_final = final + taken + capped
-            top_ok = int(np.argmax(ok_final))
+            ok_final = final + blocked
+            top_ok = int(ok_final.argmax())
             if ok_final[top_ok] == -np.inf:
                 break
             pick = top_ok
             if vecs is not None:
-                pick = int(np.argmax(lam * final - (1 - lam) * max_sim + taken + capped))
+                pick = int(((lam_final - sim_pen) + blocked).argmax())
             if pick != top_ok:
                 rule = MMR
-            elif cap is not None and pick != int(np.argmax(final + taken)):
+            elif cap is not None and pick != int((final + taken).argmax()):
                 rule = CAP
-            elif fresh and pick != int(np.argmax(rel + taken)):
+            elif fresh and pick != int((rel + taken).argmax()):
                 rule = FRESHNESS
             else:
                 rule = SCORE
             picks.append(pick)
             rules.append(rule)
-            taken[pick] = -np.inf
+            taken[pick] = blocked[pick] = -np.inf
             c = cats[pick]
             if c >= 0:
                 counts[c] += 1
                 if cap is not None and counts[c] >= cap:
-                    capped[cats == c] = -np.inf
+                    blocked[cats == c] = -np.inf
             if vecs is not None:
-                np.maximum(max_sim, vecs @ vecs[pick], out=max_sim)
+                sim = (vecs @ vecs[pick]).astype(np.float64)
+                sim *= 1 - lam
+                np.maximum(sim_pen, sim, out=sim_pen)
         return np.asarray(picks, np.int64), rules
 
     def _promote(self, out: Reranked, candidates: np.ndarray, req: Request, k: int) -> Reranked:

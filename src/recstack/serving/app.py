@@ -97,6 +97,26 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+try:  # orjson serialises a /recommend answer ~5x faster than the json module (optional)
+    import orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
+
+
+class FastJSONResponse(JSONResponse):
+    """`JSONResponse` rendered by orjson when it is installed: the same JSON for the payloads
+    the endpoints build (str keys, finite floats, ints, str, None); anything orjson refuses
+    (e.g. an int beyond 64 bits) falls back to the json module."""
+
+    def render(self, content: Any) -> bytes:
+        if orjson is not None:
+            try:
+                return orjson.dumps(content)
+            except TypeError:  # orjson.JSONEncodeError subclasses TypeError
+                pass
+        return super().render(content)
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "the body is not valid JSON"},
     422: {"model": ErrorBody, "description": "invalid request"},
@@ -217,11 +237,11 @@ def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings 
                        "latency_ms": round(elapsed * 1e3, 3)})
         # built to match RecommendResponse here; returning the response directly skips a second
         # validation pass of our own output (the schema stays in the OpenAPI; tests check it)
-        return JSONResponse({"items": items, "warnings": warnings, "cold_start": res.cold_start,
-                             "bundle_version": b.version,
-                             "timings_ms": {k: round(v, 4) for k, v in res.timings_ms.items()},
-                             "counts": res.counts, "skipped_stages": res.skipped,
-                             "request_id": rid, "variant": variant, "experiment": exp_name})
+        return FastJSONResponse({"items": items, "warnings": warnings, "cold_start": res.cold_start,
+                                 "bundle_version": b.version,
+                                 "timings_ms": {k: round(v, 4) for k, v in res.timings_ms.items()},
+                                 "counts": res.counts, "skipped_stages": res.skipped,
+                                 "request_id": rid, "variant": variant, "experiment": exp_name})
 
     @app.post("/feedback", response_model=FeedbackResponse,
               responses={**_ERRORS, 404: {"model": ErrorBody, "description": "unknown variant"}})

@@ -25,8 +25,9 @@ class ServiceMetrics:
         self.cold_start = Counter("recstack_cold_start_total", "requests served by the cold-start path", registry=r)
         self.warnings = Counter("recstack_request_warnings_total", "warnings returned (e.g. unknown ids)", registry=r)
         self.swaps = Counter("recstack_bundle_swaps_total", "bundle hot swaps", ["result"], registry=r)
-        for stage in _STAGES:  # export the series at 0 before the first request
-            self.stage.labels(stage)
+        # export the series at 0 before the first request; children resolved once (no label
+        # lookup per request)
+        self._stage_children = {stage: self.stage.labels(stage) for stage in _STAGES}
         self.bundle = Gauge("recstack_bundle_loaded_timestamp_seconds", "load time of the served bundle",
                             ["version"], registry=r)
         # A/B: per-variant traffic, latency and feedback (variant "default" without an experiment)
@@ -68,9 +69,9 @@ class ServiceMetrics:
             self.feedback_reward.labels(variant).inc(reward)
 
     def observe_stages(self, timings_ms: dict[str, float]) -> None:
-        for stage in _STAGES:
+        for stage, child in self._stage_children.items():
             if stage in timings_ms:
-                self.stage.labels(stage).observe(timings_ms[stage] / 1e3)
+                child.observe(timings_ms[stage] / 1e3)
 
     def set_bundle(self, version: str) -> None:
         self.bundle.clear()
