@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=100.0)
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--client", default="lean", choices=["lean", "httpx"],
+                    help="load generator's HTTP client (httpx: the general-purpose one, for comparison)")
     ap.add_argument("--out", default="benchmarks/results/issue6/service.json")
     args = ap.parse_args()
     port = free_port()
@@ -49,7 +51,8 @@ def main() -> None:
         startup = wait_ready(url, proc)
         payloads = bundle_payloads(args.bundle, n=5000, k=args.k)
         swap = {"at": args.duration / 2, "path": args.swap_to, "token": TOKEN} if args.swap_to else None
-        rep = run_loadtest(url, payloads, rate=args.rate, duration=args.duration, swap=swap)
+        rep = run_loadtest(url, payloads, rate=args.rate, duration=args.duration, swap=swap,
+                           client=args.client)
         load_after = os.getloadavg()
         metrics = httpx.get(f"{url}/metrics").text
     finally:
@@ -66,7 +69,7 @@ def main() -> None:
                    or (line.startswith(("recstack_http_request_seconds_sum", "recstack_http_request_seconds_count"))
                        and "/recommend" in line)]
     result = {
-        "command": " ".join(cmd), "bundle": args.bundle, "swap_to": args.swap_to,
+        "command": " ".join(cmd), "bundle": args.bundle, "swap_to": args.swap_to, "client": args.client,
         "request_mix": f"70% user id, 20% anonymous history (1-20 items), 10% cold start; k={args.k}",
         "report": rep.to_dict(), "server_startup_s": round(startup, 2),
         "server_stop": {"signal": "SIGTERM", "exit_code": proc.returncode, "seconds": round(stop_s, 2),

@@ -404,3 +404,49 @@ def test_fast_json_response_matches_the_json_module():
 def test_api_never_fails_with_a_server_error(case):
     response = case.call()
     assert response.status_code < 500, (case.method, case.path, case.body, response.text)
+
+
+def test_loadtest_pool_reads_every_answer_form_and_drops_closed_connections():
+    """The lean HTTP/1.1 client: Content-Length and chunked answers are read to their last byte,
+    `Connection: close` and a server that closes idle keep-alive connections cost no request."""
+    import asyncio
+
+    from recstack.serving.loadtest import _Pool
+
+    answers = [b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+               b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+               b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"]
+    served = []
+
+    async def handle(reader, writer):
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            n = int([ln for ln in head.decode().split("\r\n") if ln.lower().startswith("content-length")][0].split(":")[1])
+            body = await reader.readexactly(n)
+            served.append(body)
+            answer = answers[(len(served) - 1) % len(answers)]
+            writer.write(answer)
+            await writer.drain()
+            if b"close" in answer or len(served) == 4:  # the 4th: an idle-timeout close after answering
+                break
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = _Pool(f"http://127.0.0.1:{port}", 2, timeout=5.0)
+        req = pool.encode("/x", {"a": 1})
+        statuses = []
+        for _ in range(6):
+            statuses.append(await pool.post(req))
+            await asyncio.sleep(0.05)  # lets the client see a server-side close before reuse
+        pool.close()
+        server.close()
+        return statuses
+
+    statuses = asyncio.run(main())
+    assert statuses == [200, 201, 503, 200, 201, 503]
+    assert served == [b'{"a": 1}'] * 6
