@@ -150,7 +150,7 @@ class DedupPrefetcher:
         self.table, self.it = table, iter(codes_iter)
         self.prepare = table.sort if sort else table.dedup  # sort: for `gradient_sink` callers
         self.stream = torch.cuda.Stream() if table.weight.is_cuda else None
-        self._ready: tuple[Tensor, tuple[Tensor, Tensor]] | None = None
+        self._ready: tuple[Tensor, tuple[Tensor, ...]] | None = None  # codes, dedup or sort
 
     def _dedup(self, codes: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         if self.stream is None:
@@ -161,7 +161,7 @@ class DedupPrefetcher:
         return codes, prepared
 
     def next(self) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """The next batch's codes and dedup, and the dedup of the one after it started."""
+        """The next batch's codes and dedup (or sort), with the one after it started."""
         cur = self._ready if self._ready is not None else self._dedup(next(self.it))
         if self.stream is not None:
             main = torch.cuda.current_stream()
