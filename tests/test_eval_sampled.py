@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from reference_ties import ref_tie_key
 
 from recstack.evaluation import (
     RANKING_METRICS,
@@ -111,7 +112,7 @@ def test_matches_slow_reference_on_captured_candidates():
     for users, items in rec.calls:
         for u, row in zip(users, items, strict=True):
             s = scores[u].tolist()
-            ranked = sorted(row.tolist(), key=lambda i: (-s[i], i))
+            ranked = sorted(row.tolist(), key=lambda i: (-s[i], -ref_tie_key(int(u), i)))
             rank = ranked.index(row[0]) + 1
             vals = {}
             for k in ks:
@@ -176,3 +177,23 @@ def test_cuda_matches_cpu():
     gpu = evaluate_sampled(Recorder(scores.cuda()), test, exclude, n_negatives=20, device="cuda")
     for key in cpu.per_user:
         np.testing.assert_allclose(gpu.per_user[key], cpu.per_user[key], atol=1e-12)
+
+
+def test_constant_scorer_gets_chance_rank_among_sampled_negatives():
+    # A negative tied with the positive is ahead of it by the tie hash, not by item index:
+    # a constant scorer puts the positive at a uniform rank among the N + 1 candidates.
+    n_users, n_items, n_neg, k = 3000, 500, 49, 10
+    users = np.arange(n_users)
+    test = sp.csr_matrix((np.ones(n_users), (users, users % 3)), shape=(n_users, n_items))
+
+    def constant(u: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(items.shape)
+
+    res = evaluate_sampled(constant, test, n_negatives=n_neg, ks=(k,), device="cpu")
+    assert res.ties == "random(seed=0)"
+    p = k / (n_neg + 1)
+    se = math.sqrt(p * (1 - p) / n_users)
+    assert abs(res.summary()[f"sampled_hr@{k}"] - p) <= 3 * se
+    # the old rule: the positives (items 0-2) beat almost every sampled negative
+    old = evaluate_sampled(constant, test, n_negatives=n_neg, ks=(k,), device="cpu", ties="index")
+    assert old.summary()[f"sampled_hr@{k}"] == 1.0

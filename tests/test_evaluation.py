@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference_ties import ref_tie_key
 
 from recstack.evaluation import (
     RANKING_METRICS,
@@ -26,10 +27,17 @@ from recstack.evaluation import ranking as ranking_mod
 # ---------------------------------------------------------------------------------------
 
 
-def ref_ranking(scores: list[float], excluded: set[int]) -> list[int]:
-    """Items ranked by (score desc, index asc), excluded items removed."""
+def ref_ranking(
+    scores: list[float], excluded: set[int], user: int = 0, ties: str = "index", seed: int = 0
+) -> list[int]:
+    """Items ranked by score desc, then the tie rule; excluded items removed.
+
+    ``index``: lower index first; ``random``: larger :func:`ref_tie_key` first.
+    """
     cand = [i for i in range(len(scores)) if i not in excluded]
-    return sorted(cand, key=lambda i: (-scores[i], i))
+    if ties == "index":
+        return sorted(cand, key=lambda i: (-scores[i], i))
+    return sorted(cand, key=lambda i: (-scores[i], -ref_tie_key(user, i, seed)))
 
 
 def ref_metrics(ranked: list[int], targets: set[int], k: int) -> dict[str, float]:
@@ -59,14 +67,15 @@ def ref_metrics(ranked: list[int], targets: set[int], k: int) -> dict[str, float
 
 
 def ref_evaluate(
-    score_matrix: np.ndarray, test: sp.csr_matrix, exclude: sp.csr_matrix | None, ks
+    score_matrix: np.ndarray, test: sp.csr_matrix, exclude: sp.csr_matrix | None, ks,
+    ties: str = "random", seed: int = 0,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     users = [u for u in range(test.shape[0]) if test[u].nnz > 0]
     out: dict[str, list[float]] = {}
     for u in users:
         targets = set(test[u].indices.tolist())
         excluded = set(exclude[u].indices.tolist()) if exclude is not None else set()
-        ranked = ref_ranking(score_matrix[u].tolist(), excluded)
+        ranked = ref_ranking(score_matrix[u].tolist(), excluded, u, ties, seed)
         for k in ks:
             for name, v in ref_metrics(ranked, targets, k).items():
                 out.setdefault(f"{name}@{k}", []).append(v)
@@ -244,12 +253,17 @@ def test_topk_property(rows, cols, k, seed):
     rng = np.random.default_rng(seed)
     arr = rng.integers(-2, 3, (rows, cols)).astype(np.float32)
     vals, idx = topk(torch.from_numpy(arr), k)
+    user_ids = rng.integers(0, 10**6, rows)
+    _, ridx = topk(torch.from_numpy(arr), k, tie_users=torch.from_numpy(user_ids), tie_seed=seed)
     for r in range(rows):
         expected = sorted(range(cols), key=lambda i: (-arr[r, i], i))[:k]
         assert idx[r].tolist() == expected
+        u = int(user_ids[r])
+        expected = sorted(range(cols), key=lambda i: (-arr[r, i], -ref_tie_key(u, i, seed)))[:k]
+        assert ridx[r].tolist() == expected
 
 
-def test_tied_scorer_recommends_lowest_indices():
+def test_tied_scorer_under_the_index_rule_recommends_lowest_indices():
     n_users, n_items = 5, 12
     test = sp.csr_matrix(np.eye(n_users, n_items))
     res = evaluate_ranking(
@@ -258,10 +272,71 @@ def test_tied_scorer_recommends_lowest_indices():
         ks=(3,),
         device="cpu",
         return_topk=True,
+        ties="index",
     )
+    assert res.ties == "index"
     np.testing.assert_array_equal(res.topk, np.tile([0, 1, 2], (n_users, 1)))
     # user u's target is item u: hit iff u < 3, at rank u + 1
     np.testing.assert_allclose(res.per_user["mrr@3"], [1, 1 / 2, 1 / 3, 0, 0])
+
+
+def test_tied_scorer_under_the_random_rule_follows_the_documented_hash():
+    n_users, n_items = 5, 12
+    test = sp.csr_matrix(np.eye(n_users, n_items))
+    res = evaluate_ranking(
+        lambda u: torch.ones(len(u), n_items), test, ks=(3,), device="cpu", return_topk=True
+    )
+    assert res.ties == "random(seed=0)"
+    for u in range(n_users):
+        expected = sorted(range(n_items), key=lambda i: -ref_tie_key(u, i))[:3]
+        assert res.topk[u].tolist() == expected
+    # another seed, another (deterministic) order
+    res7 = evaluate_ranking(
+        lambda u: torch.ones(len(u), n_items), test, ks=(3,), device="cpu", return_topk=True,
+        tie_seed=7,
+    )
+    assert res7.ties == "random(seed=7)"
+    assert res7.topk[0].tolist() == sorted(range(n_items), key=lambda i: -ref_tie_key(0, i, 7))[:3]
+    assert not np.array_equal(res7.topk, res.topk)
+
+
+@pytest.mark.parametrize("k", [5, 10])
+def test_constant_scorer_gets_chance_hit_rate_not_credit_for_low_ids(k):
+    # Acceptance (a): every test item sits at one of the k lowest indices, nothing is
+    # excluded, every score is equal. The old rule (lower index first) gave HR@k = 1.0; a tie
+    # rule that gives no credit must give the chance value k/n (within 3 standard errors).
+    n_users, n_items = 6000, 1000
+    users = np.arange(n_users)
+    test = sp.csr_matrix(
+        (np.ones(n_users), (users, users % k)), shape=(n_users, n_items)
+    )
+    res = evaluate_ranking(lambda u: torch.zeros(len(u), n_items), test, ks=(k,), device="cpu")
+    p = k / n_items
+    se = math.sqrt(p * (1 - p) / n_users)
+    assert abs(res.summary()[f"hr@{k}"] - p) <= 3 * se, res.summary()
+    old = evaluate_ranking(
+        lambda u: torch.zeros(len(u), n_items), test, ks=(k,), device="cpu", ties="index"
+    )
+    assert old.summary()[f"hr@{k}"] == 1.0
+
+
+def test_untied_scores_give_the_same_topk_as_before():
+    # Acceptance (b): with no ties the rule never acts: the same lists and metrics as the old
+    # rule and as a plain sort.
+    rng = np.random.default_rng(4)
+    n_users, n_items = 200, 700
+    scores = rng.permutation(n_users * n_items).reshape(n_users, n_items).astype(np.float64)
+    test = random_binary(rng, (n_users, n_items), 0.02)
+    exclude = random_binary(rng, (n_users, n_items), 0.1)
+    exclude = sp.csr_matrix(exclude - exclude.multiply(test))
+    kw = dict(ks=(1, 10, 50), device="cpu", return_topk=True, memory_budget_mb=0.05)
+    new = evaluate_ranking(matrix_scorer(scores), test, exclude, **kw)
+    old = evaluate_ranking(matrix_scorer(scores), test, exclude, ties="index", **kw)
+    np.testing.assert_array_equal(new.topk, old.topk)
+    for key in new.per_user:
+        np.testing.assert_array_equal(new.per_user[key], old.per_user[key])
+    masked = np.where(exclude.toarray() > 0, -np.inf, scores)[new.users]
+    np.testing.assert_array_equal(new.topk, np.argsort(-masked, axis=1, kind="stable")[:, :50])
 
 
 # ---------------------------------------------------------------------------------------
@@ -269,8 +344,9 @@ def test_tied_scorer_recommends_lowest_indices():
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("ties", ["random", "index"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_matches_reference_random_ties(seed):
+def test_matches_reference_random_ties(seed, ties):
     rng = np.random.default_rng(seed)
     n_users, n_items = 37, 23
     scores = rng.integers(0, 5, (n_users, n_items)).astype(np.float64)  # heavy ties
@@ -279,8 +355,10 @@ def test_matches_reference_random_ties(seed):
     exclude = sp.csr_matrix(exclude - exclude.multiply(test))  # disjoint from test
     ks = (1, 2, 5, 10, 23)
 
-    users, expected = ref_evaluate(scores, test, exclude, ks)
-    full = evaluate_ranking(matrix_scorer(scores), test, exclude, ks=ks, device="cpu")
+    users, expected = ref_evaluate(scores, test, exclude, ks, ties=ties, seed=seed)
+    full = evaluate_ranking(
+        matrix_scorer(scores), test, exclude, ks=ks, device="cpu", ties=ties, tie_seed=seed
+    )
     # ~3 users per chunk: 23 items * 4 bytes * 3 = 276 bytes
     chunked = evaluate_ranking(
         matrix_scorer(scores),
@@ -290,6 +368,8 @@ def test_matches_reference_random_ties(seed):
         device="cpu",
         memory_budget_mb=276 / 2**20,
         return_topk=True,
+        ties=ties,
+        tie_seed=seed,
     )
     np.testing.assert_array_equal(full.users, users)
     for key, ref in expected.items():
@@ -297,7 +377,9 @@ def test_matches_reference_random_ties(seed):
         np.testing.assert_array_equal(chunked.per_user[key], full.per_user[key], err_msg=key)
     # returned top-k lists equal the reference ranking (truncated, -1 padded)
     for row, u in enumerate(users):
-        ranked = ref_ranking(scores[u].tolist(), set(exclude[u].indices.tolist()))[:23]
+        ranked = ref_ranking(
+            scores[u].tolist(), set(exclude[u].indices.tolist()), int(u), ties, seed
+        )[:23]
         got = [i for i in chunked.topk[row].tolist() if i >= 0]
         assert got[: len(ranked)] == ranked
 
@@ -398,18 +480,30 @@ def test_empty_test_matrix():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu_exactly():
+@pytest.mark.parametrize("ties", ["random", "index"])
+def test_cuda_matches_cpu_exactly(ties):
+    # Acceptance (c): tied scores give the same top-k (and metrics) on CPU and CUDA.
     rng = np.random.default_rng(11)
     n_users, n_items = 300, 500
     scores = rng.integers(0, 6, (n_users, n_items)).astype(np.float64)
     test = random_binary(rng, (n_users, n_items), 0.02)
     exclude = random_binary(rng, (n_users, n_items), 0.1)
     exclude = sp.csr_matrix(exclude - exclude.multiply(test))
-    kw = dict(ks=(1, 5, 20), memory_budget_mb=0.1, return_topk=True)
+    kw = dict(ks=(1, 5, 20), memory_budget_mb=0.1, return_topk=True, ties=ties)
     cpu = evaluate_ranking(matrix_scorer(scores), test, exclude, device="cpu", **kw)
     gpu = evaluate_ranking(matrix_scorer(scores), test, exclude, device="cuda", **kw)
     np.testing.assert_array_equal(cpu.topk, gpu.topk)
     for key in cpu.per_user:
         np.testing.assert_allclose(gpu.per_user[key], cpu.per_user[key], atol=1e-12)
     s = torch.from_numpy(scores).float()
-    np.testing.assert_array_equal(topk(s, 37)[1].numpy(), topk(s.cuda(), 37)[1].cpu().numpy())
+    users = torch.arange(n_users) if ties == "random" else None
+    np.testing.assert_array_equal(
+        topk(s, 37, tie_users=users)[1].numpy(),
+        topk(s.cuda(), 37, tie_users=None if users is None else users.cuda())[1].cpu().numpy(),
+    )
+    # the hash itself, bit for bit, on a large grid
+    u = torch.arange(0, 3_000_000, 997).reshape(-1, 1)
+    i = torch.arange(0, 200_000, 13).reshape(1, -1)
+    from recstack.evaluation.ranking import tie_keys
+
+    assert torch.equal(tie_keys(u, i, 5), tie_keys(u.cuda(), i.cuda(), 5).cpu())

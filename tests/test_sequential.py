@@ -267,6 +267,8 @@ def test_cli_trains_sasrec_on_s3rec_file_with_attributes(tmp_path):
                                    "--set", "use_attributes=true", "--set", "progress=false"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    assert out["model"] == "sasrec" and out["protocol"].endswith("nothing excluded")
+    assert out["model"] == "sasrec" and out["protocol"]["name"] == "s3rec"
+    assert out["protocol"]["excluded"] == "items already in the user's sequence"
+    assert out["selected_on"] == "validation"
     assert out["params"]["use_attributes"] is True and out["early_stopping_on"] == "valid"
     assert out["metrics"]["hr@5"] > 0.8

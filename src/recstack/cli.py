@@ -124,7 +124,9 @@ def train(
     split: Annotated[str | None, typer.Option(help="loo | temporal | ratio | given (default: the data set's standard protocol)")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda  [default: auto]")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="hyper-parameter key=value (repeatable)")] = None,
-    exclude_seen: Annotated[bool | None, typer.Option("--exclude-seen/--no-exclude-seen", help="override the protocol's exclusion of known items")] = None,
+    protocol: Annotated[str | None, typer.Option(help="named evaluation protocol: s3rec, lightgcn, loo, temporal, ratio, or <name>-keep-history (nothing excluded)  [default: the data set's standard one]")] = None,
+    exclude_seen: Annotated[bool | None, typer.Option("--exclude-seen/--no-exclude-seen", help="--no-exclude-seen keeps the user's history items rankable (repeat-consumption data; the protocol becomes <name>-keep-history)  [default: history excluded]")] = None,
+    ties: Annotated[str | None, typer.Option(help="tie rule of the ranking metrics: random (seeded hash of user and item) | index (lower index first)  [default: random]")] = None,
     implicit_threshold: Annotated[float | None, typer.Option(help="treat ratings >= this as interactions (others dropped)")] = None,
     seed: Annotated[int | None, typer.Option(help="[default: 0]")] = None,
     out: Annotated[str | None, typer.Option(help="directory for the model, result.json and config.json")] = None,
@@ -139,7 +141,8 @@ def train(
     from recstack.distributed import init_from_env, is_main
     from recstack.experiment import run_experiment
 
-    flags = {"model": model, "data": data, "split": split, "device": device, "exclude_seen": exclude_seen,
+    flags = {"model": model, "data": data, "split": split, "device": device, "protocol": protocol,
+             "exclude_seen": exclude_seen, "ties": ties,
              "implicit_threshold": implicit_threshold, "seed": seed, "out": out, "refit": refit}
     try:
         sets = parse_sets(set_)
@@ -164,9 +167,99 @@ def train(
     for k, v in result["metrics"].items():
         table.add_row(k, f"{v:.4f}")
     console.print(table)
-    console.print(f"[dim]{result['protocol']}; train {result['train_seconds']}s, eval {result['eval_seconds']}s on {result['device']}[/dim]")
+    proto = result["protocol"]
+    console.print(f"[dim]{proto['description'] if isinstance(proto, dict) else proto}; train {result['train_seconds']}s, eval {result['eval_seconds']}s on {result['device']}[/dim]")
     if is_main():  # one JSON line per job
         print(json.dumps(result))
+
+
+def _read_grid(file: str) -> Any:
+    """A grid file: YAML/JSON mapping of key -> values, or a list of such mappings."""
+    from recstack.configs import ConfigError
+
+    p = Path(file)
+    try:
+        raw = json.loads(p.read_text()) if p.suffix == ".json" else yaml.safe_load(p.read_text())
+    except (OSError, json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{p}: cannot read the grid: {e}") from None
+    if not isinstance(raw, dict | list) or (isinstance(raw, list) and not all(isinstance(g, dict) for g in raw)):
+        raise ConfigError(f"{p}: a grid is a mapping of key -> list of values, or a list of such mappings")
+    return raw
+
+
+@app.command()
+def tune(
+    model: Annotated[str | None, typer.Option(help="model name (retrieval or sequential)")] = None,
+    data: Annotated[str | None, typer.Option(help=SPEC_HELP)] = None,
+    config: Annotated[str | None, typer.Option("--config", help="config file or shipped config name (as for train): the settings every grid point shares")] = None,
+    grid: Annotated[list[str] | None, typer.Option("--grid", help="key=[v1,v2,...] values to search (repeatable; the Cartesian product is tried)")] = None,
+    grid_file: Annotated[str | None, typer.Option(help="YAML/JSON file: a mapping key -> list of values, or a list of such mappings (the union of their products)")] = None,
+    metric: Annotated[str, typer.Option(help="validation metric that selects")] = "ndcg@20",
+    holdout_frac: Annotated[float, typer.Option(help="share of each user's training interactions held out as validation data when the split has none (given splits)")] = 0.2,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda  [default: auto]")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="hyper-parameter key=value shared by every point (repeatable)")] = None,
+    seed: Annotated[int | None, typer.Option(help="[default: 0]")] = None,
+    log: Annotated[str | None, typer.Option(help="write one JSON line per candidate, the choice and the test result to this file")] = None,
+    no_test: Annotated[bool, typer.Option("--no-test", help="stop after the choice: never read the test set")] = False,
+    jobs: Annotated[int, typer.Option(help="grid points fitted at once, one process each (sharing the device)")] = 1,
+) -> None:
+    """Grid search on validation data only; the chosen setting is then scored on test once.
+
+    Validation data is the split's validation part, or a holdout of each user's training
+    interactions where the split has none. LAST stdout line: JSON with "selected_on":
+    "validation", every candidate with its validation figures, and the test figures.
+    """
+    from recstack.configs import ConfigError, check_params, experiment_config, load_experiment
+    from recstack.tuning import grid_points
+    from recstack.tuning import tune as run_tune
+
+    flags = {"model": model, "data": data, "device": device, "seed": seed}
+    try:
+        sets = parse_sets(set_)
+        space: Any = {}
+        if grid_file:
+            space = _read_grid(grid_file)
+        if grid:
+            if isinstance(space, list):
+                raise ConfigError("--grid cannot be combined with a grid file that lists several grids")
+            space = {**space, **parse_sets(grid)}
+        if not space:
+            raise ConfigError("give the values to search with --grid key=[v1,v2] or --grid-file FILE")
+        if config is not None:
+            cfg = load_experiment(config, overrides=flags, params=sets)
+        elif model is None or data is None:
+            raise ConfigError("give --model and --data, or --config FILE")
+        else:
+            cfg = experiment_config({}, "command line", overrides=flags, params=sets)
+        from recstack.ranking.base import is_ranker
+
+        if is_ranker(cfg.model):
+            raise ConfigError(f"tune: '{cfg.model}' is a ranking (CTR) model; tune retrieval and "
+                              "sequential models (CTR models: recstack.ranking.experiment.compare_ctr_models)")
+        if not 0.0 < holdout_frac < 1.0:
+            raise ConfigError(f"--holdout-frac must be in (0, 1), got {holdout_frac}")
+        points = grid_points(space)
+        for point in points:  # every point checked before any data is read
+            check_params(cfg.model, {**cfg.params, **point}, "--grid")
+    except (ConfigError, typer.BadParameter, ValueError) as e:
+        _fail(e)
+    sink = open(log, "w") if log else None  # noqa: SIM115 (closed below)
+
+    def emit(row: dict[str, Any]) -> None:
+        console.print(f"[dim]{json.dumps(row)}[/dim]")
+        if sink:
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+
+    try:
+        result = run_tune(cfg, space, metric=metric, holdout_frac=holdout_frac, run_test=not no_test,
+                          jobs=jobs, log=emit)
+    except (DataError, ValueError) as e:
+        _fail(e)
+    finally:
+        if sink:
+            sink.close()
+    print(json.dumps(result))
 
 
 @app.command()
@@ -197,9 +290,10 @@ def quickstart(
     from recstack.quickstart import run_quickstart
 
     summary = run_quickstart(out=out, device=device, fast=fast, threads=threads or None)
-    best = summary["best_model"]
-    print(json.dumps({"out": summary["out"], "best_model": best, "protocol": summary["protocol"],
-                      "metrics": summary["models"][best]["metrics"], "device": summary["device"],
+    headline = ("ndcg@10", "hr@10", "recall@20")
+    metrics = {n: {k: round(m["metrics"][k], 6) for k in headline} for n, m in summary["models"].items()}
+    print(json.dumps({"out": summary["out"], "protocol": summary["protocol"],
+                      "metrics": metrics, "device": summary["device"],
                       "report": summary["report"], "bundle": summary["bundle"], "seconds": summary["seconds"]}))
 
 

@@ -17,40 +17,30 @@ from recstack.data.dataset import Interactions
 from recstack.data.readers import load
 from recstack.data.transforms import Split, split, to_implicit
 from recstack.evaluation import evaluate_ranking
+from recstack.evaluation.protocol import Protocol, get_protocol
 from recstack.models.base import Recommender, get_model_class, resolve_device
 from recstack.progress import step
 
 
-@dataclass
-class Protocol:
-    """How a data set is split and evaluated."""
-
-    split: str  # loo | temporal | ratio | given
-    exclude_seen: bool  # mask the user's known items when ranking
-    description: str
-
-
 def standard_protocol(data: Interactions, split_override: str | None = None) -> Protocol:
-    """The protocol the literature uses for this data set's format (see shared data README).
+    """The named protocol the literature uses for this data set's format (see
+    :mod:`recstack.evaluation.protocol` and the shared data README).
 
-    - lightgcn (Gowalla & co.): the given split; rank all items but the user's train items.
-    - s3rec / sasrec: leave-one-out in sequence order; rank ALL items, excluding nothing
-      (the S3-Rec / SASRec convention, so a re-consumed item can be a hit).
-    - anything else: leave-one-out by timestamp; rank all items but the user's known ones.
+    - lightgcn (Gowalla & co.): ``lightgcn``: the given split, the user's train items excluded.
+    - s3rec / sasrec: ``s3rec``: leave-one-out in sequence order, the items already in the
+      user's sequence excluded (S3-Rec's evaluation code; RecBole masks the same items).
+    - anything else with timestamps: ``loo``: leave-one-out by time, known items excluded;
+      without timestamps: ``ratio`` (per-user random 80/10/10), known items excluded.
     """
     if data.fmt == "lightgcn":
-        proto = Protocol("given", True, "given split, full ranking, train items excluded")
+        proto = get_protocol("lightgcn")
     elif data.fmt in ("s3rec", "sasrec"):
-        proto = Protocol("loo", False, "leave-one-out, full ranking, nothing excluded")
+        proto = get_protocol("s3rec")
     elif data.timestamp is not None:
-        proto = Protocol("loo", True, "leave-one-out by time, full ranking, known items excluded")
+        proto = get_protocol("loo")
     else:
-        proto = Protocol("ratio", True, "per-user random 80/10/10, full ranking, known items excluded")
-    if split_override and split_override != proto.split:
-        proto = Protocol(split_override, proto.exclude_seen,
-                         f"{split_override} split, full ranking, "
-                         f"{'known items excluded' if proto.exclude_seen else 'nothing excluded'}")
-    return proto
+        proto = get_protocol("ratio")
+    return proto.with_options(split=split_override)
 
 
 @dataclass
@@ -63,7 +53,10 @@ class ExperimentConfig:
     device: str = "auto"
     params: dict[str, Any] = field(default_factory=dict)
     ks: tuple[int, ...] = (5, 10, 20)
-    exclude_seen: bool | None = None  # None = the protocol's default
+    protocol: str | None = None  # a named protocol; None = the data set's standard one
+    exclude_seen: bool | None = None  # None = the protocol's default (history excluded)
+    ties: str = "random"  # tie rule of the ranking metrics: random (seeded) | index
+    tie_seed: int = 0
     implicit_threshold: float | None = None
     seed: int = 0
     out: str | None = None
@@ -77,13 +70,19 @@ def prepare(cfg: ExperimentConfig) -> tuple[Interactions, Split, Protocol]:
         s["done"] = f"loaded {data.name}: {len(data):,} interactions, {data.n_users:,} users, {data.n_items:,} items"
     if cfg.implicit_threshold is not None:
         data = to_implicit(data, cfg.implicit_threshold)
-    proto = standard_protocol(data, cfg.split)
+    proto = resolve_protocol(cfg, data)
     with step(f"splitting ({proto.split})"):
         kw = {"seed": cfg.seed} if proto.split == "ratio" else {}
         sp = split(data, proto.split, **kw)
-    if cfg.exclude_seen is not None:
-        proto.exclude_seen = cfg.exclude_seen
     return data, sp, proto
+
+
+def resolve_protocol(cfg: ExperimentConfig, data: Interactions) -> Protocol:
+    """The protocol a config asks for: the named one (else the data set's standard one) with
+    the config's split, exclusion and tie options applied; its name follows the options."""
+    base = get_protocol(cfg.protocol) if cfg.protocol else standard_protocol(data)
+    return base.with_options(exclude_history=cfg.exclude_seen, split=cfg.split, ties=cfg.ties,
+                             tie_seed=cfg.tie_seed)
 
 
 def build_model(cfg: ExperimentConfig) -> Recommender:
@@ -101,12 +100,21 @@ def evaluate(model: Recommender, sp: Split, proto: Protocol, ks=(5, 10, 20), pro
     return evaluate_ranking(
         model.score_all,
         test=sp.test.csr(),
-        exclude=history if proto.exclude_seen else None,
+        exclude=history if proto.exclude_history else None,
         ks=ks,
         device=str(model.device_),
         progress=progress,
         return_topk=return_topk,
+        ties=proto.ties,
+        tie_seed=proto.tie_seed,
     )
+
+
+def nothing_csr(sp: Split):
+    """An empty exclusion matrix of the split's shape (protocols that keep history rankable)."""
+    import scipy.sparse
+
+    return scipy.sparse.csr_matrix((sp.n_users, sp.n_items), dtype=np.float32)
 
 
 def fit_model(model: Recommender, sp: Split, seed: int = 0, valid_frac: float = 0.05,
@@ -129,21 +137,19 @@ def fit_model(model: Recommender, sp: Split, seed: int = 0, valid_frac: float = 
         model.fit(sp.history("train+valid") if sp.valid is not None else sp.train)
         return {"fit_on": "train+valid" if sp.valid is not None else "train"}
     if sp.valid is not None and hasattr(model, "set_history"):
-        import scipy.sparse
-
-        nothing = scipy.sparse.csr_matrix((sp.n_users, sp.n_items), dtype=np.float32)
-        model.fit(sp.train, valid=sp.valid, valid_exclude=None if exclude_seen else nothing)
+        model.fit(sp.train, valid=sp.valid, valid_exclude=None if exclude_seen else nothing_csr(sp))
         model.set_history(sp.history("train+valid"))
-        return {"fit_on": "train", "early_stopping_on": "valid", "best_epoch": model.train_result_.best_epoch,
-                "history": model.train_result_.history}
+        return {"fit_on": "train", "early_stopping_on": "valid", "selected_on": "validation",
+                "best_epoch": model.train_result_.best_epoch, "history": model.train_result_.history}
     if sp.valid is not None:
-        model.fit(sp.train, valid=sp.valid)
-        return {"fit_on": "train", "early_stopping_on": "valid", "best_epoch": model.train_result_.best_epoch,
-                "history": model.train_result_.history}
+        model.fit(sp.train, valid=sp.valid, valid_exclude=None if exclude_seen else nothing_csr(sp))
+        return {"fit_on": "train", "early_stopping_on": "valid", "selected_on": "validation",
+                "best_epoch": model.train_result_.best_epoch, "history": model.train_result_.history}
     inner = split(sp.train, "ratio", valid_frac=0.0, test_frac=valid_frac, seed=seed)
     model.fit(inner.train, valid=inner.test, valid_exclude=inner.train.csr())
     first = model.train_result_
     info: dict[str, Any] = {"fit_on": "train", "early_stopping_on": f"{valid_frac:.0%} of train held out",
+                            "selected_on": "validation",
                             "best_epoch": first.best_epoch, "history": first.history}
     if refit and first.best_epoch > 0:
         cfg = model.train_config
@@ -168,7 +174,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     model = build_model(cfg)
     with step(f"fitting {cfg.model}"):
         t0 = time.perf_counter()
-        fit_info = fit_model(model, sp, seed=cfg.seed, refit=cfg.refit, exclude_seen=proto.exclude_seen)
+        fit_info = fit_model(model, sp, seed=cfg.seed, refit=cfg.refit, exclude_seen=proto.exclude_history)
         train_seconds = time.perf_counter() - t0
     with step("evaluating (full ranking)"):
         result = evaluate(model, sp, proto, cfg.ks)
@@ -176,7 +182,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     out = {
         "model": cfg.model,
         "data": cfg.data,
-        "protocol": proto.description,
+        "protocol": proto.to_dict(),
         "metrics": metrics,
         "train_seconds": round(train_seconds, 3),
         "eval_seconds": round(float(result.seconds), 3),

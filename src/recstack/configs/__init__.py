@@ -257,8 +257,20 @@ def _check_field(name: str, value: Any) -> Any:
         return value
     if name == "implicit_threshold":
         return _coerce(value, {"float", "none"})
-    if name == "seed":
+    if name in ("seed", "tie_seed"):
         return _coerce(value, {"int"})
+    if name == "protocol":
+        if value is None:
+            return None
+        from recstack.evaluation.protocol import get_protocol
+
+        return get_protocol(str(value)).name
+    if name == "ties":
+        from recstack.evaluation.ranking import TIE_RULES
+
+        if value not in TIE_RULES:
+            raise ValueError(f"expected one of {', '.join(TIE_RULES)}, got {value!r}")
+        return value
     if name == "out":
         if value is not None and not isinstance(value, str):
             raise ValueError(f"expected a directory path, got {value!r}")

@@ -71,4 +71,4 @@ def evaluate_ranking_sharded(
     seconds = torch.tensor([mine.seconds], dtype=torch.float64, device=comm_dev)
     dist.all_reduce(seconds, op=dist.ReduceOp.MAX)  # the job waits for its slowest rank
     return RankingResult(users=all_users, per_user=per_user, protocol=mine.protocol,
-                         seconds=float(seconds.item()), ks=mine.ks)
+                         ties=mine.ties, seconds=float(seconds.item()), ks=mine.ks)

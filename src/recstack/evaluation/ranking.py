@@ -5,9 +5,12 @@ Conventions used throughout :mod:`recstack.evaluation`:
 * Users are ``0..n_users-1`` and items ``0..n_items-1``.
 * Sets (test items, items to exclude) are ``scipy.sparse.csr_matrix`` of shape
   ``(n_users, n_items)``; a stored nonzero (after summing duplicates) marks a member.
-* Ranking order is *score descending, then item index ascending*: among equal scores
-  the lower item index ranks first. This makes every metric a deterministic function
-  of the scores, so two runs (or a CPU and a GPU run) agree exactly.
+* Ranking order is *score descending, then a tie rule that gives a model no credit for
+  ties*: equal scores are ordered by a seeded hash of (user, item) (:func:`tie_keys`), a
+  fair random order that is still a deterministic function of the scores and the seed,
+  so two runs (or a CPU and a GPU run) agree exactly. Untied scores rank exactly as a
+  plain sort would. ``ties="index"`` restores the old rule (lower item index first), which
+  flatters a model wherever item ids follow popularity or first appearance.
 * Items excluded from ranking get a score of ``-inf``; a top-K slot holding ``-inf``
   is never counted as a hit.
 """
@@ -33,6 +36,8 @@ __all__ = [
     "embedding_scorer",
     "evaluate_ranking",
     "resolve_device",
+    "TIE_RULES",
+    "tie_keys",
     "topk",
 ]
 
@@ -41,7 +46,7 @@ RANKING_METRICS: tuple[str, ...] = ("recall", "hr", "precision", "ndcg", "mrr", 
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
-# Rows handled per fix-up batch in `topk` (elements); bounds the temporary int32 keys.
+# Rows handled per fix-up batch in `topk` (elements); bounds the temporary int64 keys.
 _FIXUP_ELEMENTS = 1 << 22
 
 
@@ -53,6 +58,7 @@ class RankingResult:
         users: Evaluated user indices, ``int64`` array of shape ``[n]``.
         per_user: Metric name (e.g. ``"ndcg@10"``) -> ``float64`` array aligned with ``users``.
         protocol: ``"full"`` for full-catalogue ranking, ``"sampled(N,strategy)"`` otherwise.
+        ties: The tie rule used: ``"random(seed=S)"`` or ``"index"`` (lower index first).
         topk: ``[n, max K]`` recommended item indices when requested, else ``None``.
             Slots that could not be filled (fewer than K rankable items) hold ``-1``.
         seconds: Wall-clock duration of the evaluation.
@@ -61,6 +67,7 @@ class RankingResult:
     users: np.ndarray
     per_user: dict[str, np.ndarray]
     protocol: str = "full"
+    ties: str = "random(seed=0)"
     topk: np.ndarray | None = None
     seconds: float = 0.0
     ks: tuple[int, ...] = field(default_factory=tuple)
@@ -77,7 +84,17 @@ class RankingResult:
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v:.4f}" for k, v in self.summary().items())
-        return f"RankingResult(protocol={self.protocol!r}, n_users={len(self)}, {shown})"
+        return (f"RankingResult(protocol={self.protocol!r}, ties={self.ties!r}, "
+                f"n_users={len(self)}, {shown})")
+
+
+def check_ties(ties: str, tie_seed: int) -> str:
+    """Validate a tie rule; return its label (``"random(seed=S)"`` or ``"index"``)."""
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
+    if isinstance(tie_seed, bool) or not isinstance(tie_seed, int | np.integer):
+        raise ValueError(f"tie_seed must be an int, got {tie_seed!r}")
+    return f"random(seed={int(tie_seed)})" if ties == "random" else "index"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -91,18 +108,91 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic row-wise top-k: score descending, ties broken by lower item index.
+#: Tie rules of :func:`evaluate_ranking` and :func:`~recstack.evaluation.evaluate_sampled`:
+#: ``"random"`` (default) orders equal scores by a seeded hash of (user, item), so a model gets
+#: no credit for how items happen to be numbered; ``"index"`` puts the lower item index first
+#: (the rule before 2026-12; optimistic wherever ids follow popularity or first appearance).
+TIE_RULES: tuple[str, ...] = ("random", "index")
 
-    Both the *set* of selected items and their *order* follow the rule, so the result
-    does not depend on the backend's (unspecified) tie handling of :func:`torch.topk`.
-    ``-inf`` scores (excluded items) always rank after finite ones; when a row has fewer
-    than ``k`` finite scores, the trailing slots hold ``-inf`` values (and the lowest
-    indices among the ``-inf`` items). NaN is not supported (``torch.topk`` ranks it first).
+_M32 = 0xFFFFFFFF
+# Multipliers of a 32-bit avalanche hash (Wellons' "lowbias32" finaliser) and of its input.
+_H1, _H2 = 0x7FEB352D, 0x846CA68B
+_ITEM_MUL, _USER_MUL, _SEED_MUL = 0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D
+_OFFSET = 0x632BE5AB  # keeps (user 0, item 0, seed 0) off the hash's fixed point 0
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """``x * c mod 2**32`` for int64 ``0 <= x < 2**32`` without int64 overflow (so CPU and CUDA
+    agree by construction): the constant is split into 16-bit halves."""
+    hi, lo = c >> 16, c & 0xFFFF
+    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _M32
+
+
+def tie_keys(users: torch.Tensor, items: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Seeded pseudo-random priorities that order equal scores: the larger key ranks first.
+
+    ``key = h(seed, user, item)``, a 32-bit hash:
+    ``x = (item * 0x9E3779B1 + ((user * 0x85EBCA77) ^ (seed * 0xC2B2AE3D)) + 0x632BE5AB)
+    mod 2**32``, then ``x ^= x >> 16; x *= 0x7FEB352D; x ^= x >> 15; x *= 0x846CA68B;
+    x ^= x >> 16`` (all mod 2**32). For one user (and seed) the map item -> key
+    is a bijection (the item enters through an odd multiplier mod 2**32, then invertible
+    avalanche steps), so keys never tie and the order is total. Integer arithmetic only, so
+    the keys are bit-identical on every device.
+
+    Args:
+        users: Global user indices, broadcastable against ``items`` (e.g. ``[b, 1]``).
+        items: Item indices (``< 2**32``), e.g. ``[b, m]`` or ``[1, n]``.
+        seed: Tie seed; another seed is another (equally fair) tie order.
+
+    Returns:
+        ``int64`` keys in ``[0, 2**32)`` of the broadcast shape.
+    """
+    items = items.to(torch.int64)
+    users = users.to(device=items.device, dtype=torch.int64)
+    base = _mul32(users & _M32, _USER_MUL) ^ (((seed & _M32) * _SEED_MUL) & _M32)
+    x = (_mul32(items, _ITEM_MUL) + base + _OFFSET) & _M32
+    x = x ^ (x >> 16)
+    x = _mul32(x, _H1)
+    x = x ^ (x >> 15)
+    x = _mul32(x, _H2)
+    return x ^ (x >> 16)
+
+
+def _order_keys(
+    items: torch.Tensor, n: int, tie_users: torch.Tensor | None, tie_seed: int
+) -> torch.Tensor:
+    """Priority among equal scores (larger first): the hash of :func:`tie_keys`, or, without
+    ``tie_users``, the reversed index (lower index first)."""
+    if tie_users is None:
+        return (n - 1) - items.to(torch.int64)
+    return tie_keys(tie_users.reshape(-1, 1), items, tie_seed)
+
+
+def topk(
+    scores: torch.Tensor,
+    k: int,
+    *,
+    tie_users: torch.Tensor | None = None,
+    tie_seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic row-wise top-k: score descending, then a fixed tie rule.
+
+    Tie rule: with ``tie_users`` (the global user index of every row), equal scores are
+    ordered by :func:`tie_keys` of ``(tie_seed, user, item)``: a fair random order, the same
+    for a user whatever the batch or device. Without it, the lower item index comes first
+    (what ``recommend`` uses: a stable, explainable order for serving).
+
+    Both the *set* of selected items and their *order* follow the rule, so the result does
+    not depend on the backend's (unspecified) tie handling of :func:`torch.topk`, and untied
+    scores give exactly the plain top-k. ``-inf`` scores (excluded items) always rank after
+    finite ones; when a row has fewer than ``k`` finite scores, the trailing slots hold
+    ``-inf`` values. NaN is not supported (``torch.topk`` ranks it first).
 
     Args:
         scores: ``[b, n]`` floating tensor.
         k: Number of items per row; clipped to ``n``.
+        tie_users: Optional ``[b]`` user indices: switches ties to the seeded random rule.
+        tie_seed: Seed of the random tie rule.
 
     Returns:
         ``(values, indices)``, both ``[b, min(k, n)]``.
@@ -112,6 +202,8 @@ def topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     b, n = scores.shape
+    if tie_users is not None and tie_users.numel() != b:
+        raise ValueError(f"tie_users has {tie_users.numel()} entries for {b} rows")
     k = min(int(k), n)
     if k == 0 or b == 0:
         empty = torch.empty((b, k), dtype=torch.long, device=scores.device)
@@ -121,45 +213,61 @@ def topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     # with an item left outside: the (k+1)-th largest is the best score not chosen.
     kk = min(k + 1, n)
     vals, idx = torch.topk(scores, kk, dim=1, largest=True, sorted=True)
-    if kk > k:
-        boundary_tie = vals[:, k - 1] == vals[:, k]
-        vals, idx = vals[:, :k], idx[:, :k]
-        rows = boundary_tie.nonzero().squeeze(1)
-        if rows.numel():
-            idx = idx.clone()
-            idx[rows] = _fix_boundary_ties(scores, rows, vals[rows, k - 1], k)
-
-    # Order the chosen set by (score desc, index asc): sort by index, then stable sort by
-    # score, which keeps the index order inside every group of equal scores.
-    idx, _ = idx.sort(dim=1)
-    vals = scores.gather(1, idx)
-    vals, order = vals.sort(dim=1, descending=True, stable=True)
-    idx = idx.gather(1, order)
+    boundary = vals[:, k - 1] == vals[:, k] if kk > k else torch.zeros_like(vals[:, 0], dtype=torch.bool)
+    vals, idx = vals[:, :k], idx[:, :k]
+    # torch.topk's sorted output is already right wherever the chosen scores are all distinct
+    # and none equals the best one left out; only rows with a tie need the rule (one host
+    # sync per call, as the old rule had; the tie work is skipped entirely without ties).
+    inside = (vals[:, 1:] == vals[:, :-1]).any(dim=1) if k > 1 else torch.zeros_like(boundary)
+    rows = (boundary | inside).nonzero().squeeze(1)
+    if rows.numel():
+        r_users = None if tie_users is None else tie_users[rows]
+        r_idx = idx[rows]
+        b_rows = boundary[rows].nonzero().squeeze(1)
+        if b_rows.numel():
+            r_idx[b_rows] = _fix_boundary_ties(
+                scores, rows[b_rows], vals[rows[b_rows], k - 1], k,
+                None if r_users is None else r_users[b_rows], tie_seed,
+            )
+        # Order the chosen set by (score desc, tie key desc): sort by the key, then a stable
+        # sort by score keeps the key order inside every group of equal scores.
+        key = _order_keys(r_idx, n, r_users, tie_seed)
+        r_idx = r_idx.gather(1, key.argsort(dim=1, descending=True))
+        r_vals = scores[rows.unsqueeze(1), r_idx]
+        r_vals, order = r_vals.sort(dim=1, descending=True, stable=True)
+        vals, idx = vals.clone(), idx.clone()
+        vals[rows], idx[rows] = r_vals, r_idx.gather(1, order)
     return vals, idx
 
 
 def _fix_boundary_ties(
-    scores: torch.Tensor, rows: torch.Tensor, kth: torch.Tensor, k: int
+    scores: torch.Tensor,
+    rows: torch.Tensor,
+    kth: torch.Tensor,
+    k: int,
+    tie_users: torch.Tensor | None,
+    tie_seed: int,
 ) -> torch.Tensor:
     """Exact top-k *set* for rows whose k-th score is tied with an unselected item.
 
-    Everything strictly above the k-th value is in; the remaining slots go to the lowest
-    indices among the items equal to it. Encoded as an integer key so one more
-    ``torch.topk`` on the (few) affected rows gives the answer.
+    Everything strictly above the k-th value is in; the remaining slots go to the items
+    equal to it with the largest tie keys. Encoded as one integer key per item (above: 2**32,
+    tied: the tie key, below: -1) so one more ``torch.topk`` on the affected rows answers.
     """
     n = scores.shape[1]
-    key_dtype = torch.int32 if n < 2**31 - 2 else torch.int64
-    # Lower index -> larger key; anything above the k-th value beats every tied item.
-    tie_rank = torch.arange(n - 1, -1, -1, device=scores.device, dtype=key_dtype)
-    above = torch.tensor(n, device=scores.device, dtype=key_dtype)
-    below = torch.tensor(-1, device=scores.device, dtype=key_dtype)
+    dev = scores.device
+    above = torch.tensor(1 << 32, device=dev, dtype=torch.int64)
+    below = torch.tensor(-1, device=dev, dtype=torch.int64)
+    all_items = torch.arange(n, device=dev, dtype=torch.int64).unsqueeze(0)
     out = []
     step = max(1, _FIXUP_ELEMENTS // n)
     for start in range(0, rows.numel(), step):
         r = rows[start : start + step]
         sub = scores[r]
         t = kth[start : start + step].unsqueeze(1)
-        key = torch.where(sub > t, above, torch.where(sub == t, tie_rank, below))
+        users = None if tie_users is None else tie_users[start : start + step]
+        tied = _order_keys(all_items, n, users, tie_seed)
+        key = torch.where(sub > t, above, torch.where(sub == t, tied, below))
         out.append(torch.topk(key, k, dim=1).indices)
     return torch.cat(out)
 
@@ -325,12 +433,17 @@ def evaluate_ranking(
     memory_budget_mb: float = 512,
     progress: bool = False,
     return_topk: bool = False,
+    ties: str = "random",
+    tie_seed: int = 0,
 ) -> RankingResult:
     """Full-catalogue top-K evaluation (every item is a candidate).
 
     For each evaluated user all items are scored, the ``exclude`` items (typically the
     training interactions) are set to ``-inf``, one deterministic :func:`topk` at
-    ``max(ks)`` is taken and all metrics at all K are derived from it.
+    ``max(ks)`` is taken and all metrics at all K are derived from it. Equal scores are
+    ordered by ``ties``: ``"random"`` (default) by :func:`tie_keys` of
+    ``(tie_seed, user, item)``, so a tie earns a model its chance value, identically on CPU
+    and CUDA and for any chunking; ``"index"``: lower item index first.
 
     Metrics (binary relevance, ``T`` = the user's test items, hits counted in the top K):
     ``recall = hits/|T|``, ``hr = 1[hits > 0]``, ``precision = hits/K``,
@@ -361,12 +474,16 @@ def evaluate_ranking(
             of a MB are allowed, e.g. to force chunking in tests).
         progress: Print a progress line to stderr.
         return_topk: Keep the ``[n_users, max(ks)]`` recommended item indices.
+        ties: Tie rule, one of :data:`TIE_RULES`.
+        tie_seed: Seed of the ``"random"`` tie rule.
 
     Returns:
-        A :class:`RankingResult` with keys ``"{metric}@{k}"`` and ``protocol="full"``.
+        A :class:`RankingResult` with keys ``"{metric}@{k}"``, ``protocol="full"`` and the
+        tie rule's label in ``ties``.
     """
     t0 = time.perf_counter()
     ks_t, metrics_t = _check_ks_metrics(ks, metrics)
+    tie_label = check_ties(ties, tie_seed)
     if not sp.issparse(test):
         raise TypeError(f"test must be a scipy.sparse matrix, got {type(test).__name__}")
     test_b = _binarize(test, "test", None)
@@ -443,7 +560,8 @@ def evaluate_ranking(
                     flat = (e_rows[a:z] - start) * n_items + e_cols[a:z]
                     scores.view(-1).index_fill_(0, flat, neg_inf)
 
-            vals, idx = topk(scores, max_k)
+            tie_users = users_dev[start:stop] if ties == "random" else None
+            vals, idx = topk(scores, max_k, tie_users=tie_users, tie_seed=tie_seed)
             del scores
             if torch.isnan(vals).any():  # topk ranks NaN first, so any NaN shows up here
                 raise ValueError("score_fn returned NaN scores")
@@ -493,6 +611,7 @@ def evaluate_ranking(
         users=eval_users,
         per_user=per_user,
         protocol="full",
+        ties=tie_label,
         topk=recs,
         seconds=time.perf_counter() - t0,
         ks=ks_t,

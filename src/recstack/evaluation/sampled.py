@@ -22,7 +22,9 @@ from recstack.evaluation.ranking import (
     _binarize,
     _check_ks_metrics,
     _select_users,
+    check_ties,
     resolve_device,
+    tie_keys,
 )
 
 __all__ = ["PairScoreFn", "embedding_pair_scorer", "evaluate_sampled", "sample_negatives"]
@@ -196,13 +198,17 @@ def evaluate_sampled(
     device: str | torch.device = "auto",
     memory_budget_mb: float = 512,
     progress: bool = False,
+    ties: str = "random",
+    tie_seed: int = 0,
 ) -> RankingResult:
     """Rank every test item against ``n_negatives`` sampled negatives.
 
     For each test pair ``(u, i)``, ``n_negatives`` *distinct* items are drawn that are in
     neither ``u``'s test set nor ``u``'s ``exclude`` set; the candidate list is
-    ``[i, neg_1, ..., neg_N]``. The positive's rank follows the library-wide rule (score
-    descending, ties broken by lower item index) and the metrics of
+    ``[i, neg_1, ..., neg_N]``. The positive's rank follows the same order as full ranking
+    (score descending, then the ``ties`` rule: by default a seeded hash of (user, item), so a
+    negative tied with the positive is ahead of it half the time, never by its index) and the
+    metrics of
     :func:`~recstack.evaluation.evaluate_ranking` are computed with ``|T| = 1``; a user's
     value is the mean over their test items. With ``K >= N + 1`` every instance is a hit.
 
@@ -223,6 +229,9 @@ def evaluate_sampled(
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         memory_budget_mb: Bounds the candidate scores scored per call.
         progress: Print a progress line to stderr.
+        ties: ``"random"`` (default) or ``"index"``, as in
+            :func:`~recstack.evaluation.evaluate_ranking`.
+        tie_seed: Seed of the random tie rule.
 
     Returns:
         :class:`~recstack.evaluation.RankingResult` with keys ``"sampled_{metric}@{k}"``
@@ -230,6 +239,7 @@ def evaluate_sampled(
     """
     t0 = time.perf_counter()
     ks_t, metrics_t = _check_ks_metrics(ks, metrics)
+    tie_label = check_ties(ties, tie_seed)
     if sampling not in ("uniform", "popularity"):
         raise ValueError(f"sampling must be 'uniform' or 'popularity', got {sampling!r}")
     if int(n_negatives) < 1:
@@ -306,8 +316,12 @@ def evaluate_sampled(
                 if torch.isnan(scores).any():
                     raise ValueError("pair_score_fn returned NaN scores")
                 pos_s, neg_s = scores[:, :1], scores[:, 1:]
-                # Same total order as full ranking: score desc, then lower item index.
-                ahead = (neg_s > pos_s) | ((neg_s == pos_s) & (items[:, 1:] < items[:, :1]))
+                # Same total order as full ranking: score desc, then the tie rule's key desc.
+                if ties == "random":
+                    key = tie_keys(users_dev_all[r].unsqueeze(1), items, tie_seed)
+                else:
+                    key = -items
+                ahead = (neg_s > pos_s) | ((neg_s == pos_s) & (key[:, 1:] > key[:, :1]))
                 rank = ahead.sum(1).to(torch.float64) + 1.0  # 1-based rank of the positive
                 for key, v in _single_target_metrics(rank, ks_t, metrics_t).items():
                     parts.setdefault(key, []).append(v.cpu().numpy())
@@ -332,6 +346,7 @@ def evaluate_sampled(
         users=eval_users,
         per_user=per_user,
         protocol=f"sampled({n_negatives},{sampling})",
+        ties=tie_label,
         topk=None,
         seconds=time.perf_counter() - t0,
         ks=ks_t,

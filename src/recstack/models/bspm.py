@@ -52,8 +52,9 @@ class BSPM(Recommender):
         power_iters: subspace iterations for the low-pass basis (more = closer to exact).
         seed: seed of the random start of the subspace iteration.
 
-    The defaults are the point chosen by 5-fold cross-validation on Gowalla's training data
-    (`benchmarks/bench_graph_filter.py --cv-folds 5`; docs/benchmarks.md), kept for every data set.
+    The defaults are the point chosen on validation data only: the 72-point grid of
+    `benchmarks/grids/bspm.yaml` scored on 20% of each Gowalla user's training interactions
+    (`recstack tune`, docs/benchmarks.md, issue 17), kept for every data set.
     """
 
     name = "bspm"

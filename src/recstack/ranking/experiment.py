@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from recstack.evaluation.ranking import resolve_device
+from recstack.evaluation.selection import Candidate, select_best
 from recstack.features.specs import Categorical, FeatureSpec, Numeric
 from recstack.progress import step
 from recstack.ranking.estimator import Ranker
@@ -105,5 +107,64 @@ def run_ctr_experiment(cfg: Any) -> dict[str, Any]:
         (d / "result.json").write_text(json.dumps(out, indent=2))
         (d / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
         (d / "history.json").write_text(json.dumps(tr.history, indent=2))
+    return out
+
+
+
+def compare_ctr_models(task: CTRTask, models: Mapping[str, Mapping[str, Any]], device: str = "cpu",
+                       seed: int = 0, metric: str = "auc", run_test: bool = True,
+                       log: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Fit several ranking models on one CTR task and choose the best on VALIDATION.
+
+    Each model is fitted on ``task.train`` (early stopping on ``task.valid``) and scored on
+    ``task.valid``; :func:`~recstack.evaluation.selection.select_best` picks by the validation
+    ``metric`` (``auc``, higher is better, or ``logloss``). Only then, with ``run_test``, is
+    ``task.test`` scored, for every candidate (the comparison table) and never used to choose.
+
+    Args:
+        task: The CTR task (its ``valid`` frame is required).
+        models: Model name -> constructor parameters (``Ranker`` keyword arguments).
+        device, seed: As for :class:`~recstack.ranking.estimator.Ranker`.
+        log: Called with one JSON-friendly dict per fitted candidate and for the outcome.
+
+    Returns:
+        The selection record (``selected_on: validation``, every candidate's validation AUC and
+        LogLoss) plus ``test``: model -> test AUC / LogLoss, and ``selected_test``.
+    """
+    if task.valid is None or task.valid.height == 0:
+        raise ValueError("compare_ctr_models: the task has no validation frame to choose on")
+    if metric not in ("auc", "logloss"):
+        raise ValueError(f"compare_ctr_models: metric must be 'auc' or 'logloss', got {metric!r}")
+    emit = log or (lambda row: None)
+    fitted: dict[str, Ranker] = {}
+    candidates: list[Candidate] = []
+    for name, params in models.items():
+        t0 = time.perf_counter()
+        r = Ranker(name, features=task.features, store=task.store, device=device,
+                   **{"seed": seed, "progress": False, **dict(params)})
+        r.fit(task.train, task.valid)
+        train_s = time.perf_counter() - t0
+        v = r.evaluate(task.valid, where="validation frame")
+        tr = r.train_result_
+        cand = Candidate(name, {k: list(x) if isinstance(x, tuple) else x for k, x in params.items()},
+                         {"auc": float(v["auc"]), "logloss": float(v["logloss"])},
+                         {"best_epoch": tr.best_epoch, "epochs_run": tr.epochs_run,
+                          "train_seconds": round(train_s, 1)})
+        candidates.append(cand)
+        fitted[name] = r
+        emit({"stage": "validation", **cand.to_dict()})
+    sel = select_best(candidates, metric, higher_is_better=(metric == "auc"),
+                      validation="the task's validation frame")
+    out: dict[str, Any] = sel.to_dict()
+    emit({"stage": "selected", **{k: out[k] for k in ("selected_on", "validation", "metric", "selected")}})
+    if run_test:
+        test: dict[str, dict[str, float]] = {}
+        for name, r in fitted.items():
+            res = r.evaluate(task.test, where="test frame")
+            test[name] = {k: round(float(v), 6) for k, v in res.items()
+                          if k not in ("rows", "seconds")}
+        out["test"] = test
+        out["selected_test"] = test[sel.selected.name]
+        emit({"stage": "test", "selected": sel.selected.name, "test": test})
     return out
 

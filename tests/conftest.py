@@ -1,0 +1,32 @@
+"""Shared fixtures: small generated data sets (the suite never reads ../shared/data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recstack.data import from_raw
+from recstack.data.dataset import FeatureTable
+
+
+def make_rating_log(n: int = 600, n_users: int = 30, n_items: int = 40, seed: int = 0):
+    """A random rating log with user (gender, age) and item (genre) features."""
+    rng = np.random.default_rng(seed)
+    users, items = rng.integers(0, n_users, n), rng.integers(0, n_items, n)
+    data = from_raw(users * 7 + 100, items + 1000, rating=rng.integers(1, 6, n).astype(float),
+                    timestamp=rng.integers(0, 300, n))
+    data.user_features = FeatureTable(
+        n=data.n_users,
+        categorical={"gender": (np.arange(data.n_users) % 2, np.array(["F", "M"], dtype=object))},
+        numeric={"age": (18 + np.arange(data.n_users) % 40).astype(np.float32)})
+    off = np.arange(data.n_items + 1) * 2
+    data.item_features = FeatureTable(
+        n=data.n_items, multihot={"genre": (off, np.arange(2 * data.n_items) % 5,
+                                            np.array(list("abcde"), dtype=object))})
+    return data
+
+
+@pytest.fixture
+def rating_log():
+    """600 ratings by 30 users of 40 items, with user and item features."""
+    return make_rating_log()
