@@ -106,7 +106,7 @@ def test_train_from_config_end_to_end(name, tiny_csv):
     r = last_json(res.stdout)
     assert r["model"] == name and r["data"] == f"csv:{tiny_csv}" and r["device"] == "cpu"
     assert r["params"]["epochs"] == 1  # --set over the file
-    assert r["params"]["lr"] == pytest.approx(0.001 if name == "mf" else 0.003)  # from the file
+    assert r["params"]["lr"] == pytest.approx(0.003)  # from the file
     assert r["metrics"]
 
 
