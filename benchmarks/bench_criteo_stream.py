@@ -3,7 +3,7 @@
 1. Generate an N-row Criteo-format TSV with the synthetic generator, chunk by chunk.
 2. Train one pass of a model over it, chunk by chunk: read (iter_criteo) -> feature pipeline
    (I1-I13 log + standardise fitted on the first chunk; C1-C26 hashed, nothing to fit) ->
-   `Ranker.partial_fit`. The last chunk is held out and scored (AUC, LogLoss).
+   `CTRModel.partial_fit`. The last chunk is held out and scored (AUC, LogLoss).
 3. Record the peak resident memory (getrusage ru_maxrss) after each phase, and the times.
 
 Memory is bounded by the chunk size and the model (hash buckets x dim), never by N.
@@ -26,8 +26,8 @@ import torch
 from recstack.data.criteo import iter_criteo, write_criteo
 from recstack.data.synthetic_ctr import SyntheticCTR, SyntheticCTRConfig
 from recstack.features.pipeline import FeaturePipeline
-from recstack.ranking.estimator import Ranker
-from recstack.ranking.experiment import criteo_features
+from recstack.models.registry import create_model
+from recstack.workflow.ctr import criteo_features
 
 
 def peak_rss_gib() -> float:
@@ -67,9 +67,9 @@ def main() -> None:
 
     n_chunks = -(-args.rows // args.chunk_rows)
     features = criteo_features(hash_buckets=args.hash_buckets)
-    ranker = Ranker(args.model, features=FeaturePipeline(features), device=args.device,
-                    dim=args.dim, sparse=True, embedding_lr=0.05, batch_size=args.batch, lr=1e-3,
-                    seed=args.seed)
+    ranker = create_model(args.model, device=args.device, dim=args.dim, sparse=True, embedding_lr=0.05,
+                          batch_size=args.batch, lr=1e-3, seed=args.seed, dropout=0.0, id_dropout=0.0)
+    pipeline = FeaturePipeline(features)
     t0 = time.perf_counter()
     t_read = 0.0
     test = None
@@ -79,11 +79,11 @@ def main() -> None:
         chunk = next(stream)
         t_read += time.perf_counter() - t1
         if k == 0:
-            ranker.pipeline.fit(chunk)  # numeric statistics; hashed categories need no fitting
+            pipeline.fit(chunk)  # numeric statistics; hashed categories need no fitting
         if k == n_chunks - 1 and n_chunks > 1:
             test = chunk  # held out: the latest rows
             break
-        ranker.partial_fit(chunk)
+        ranker.partial_fit(chunk, pipeline)
         print(json.dumps({"chunk": k + 1, "of": n_chunks, "rows_trained": ranker.stream_rows_,
                           "seconds": round(time.perf_counter() - t0, 1),
                           "peak_rss_gib": round(peak_rss_gib(), 3)}), flush=True)

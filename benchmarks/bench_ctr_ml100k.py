@@ -1,6 +1,6 @@
 """Every ranking model on MovieLens 100K as a CTR task, on CPU.
 
-Task (recstack.ranking.tasks.interactions_ctr_task): label rating >= 4; features user id, item
+Task (recstack.models.ctr.tasks.interactions_ctr_task): label rating >= 4; features user id, item
 id, age, gender, occupation, zip, genres (multi-hot), release year, the user's recent items and
 recently clicked items (strictly earlier in time), the user's earlier-event count and click rate,
 user x item attribute crosses; temporal split on global time 80/10/10; early stopping on valid
@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from recstack.data.readers import load
-from recstack.ranking.experiment import compare_ctr_models
-from recstack.ranking.tasks import interactions_ctr_task
+from recstack.models.ctr.tasks import interactions_ctr_task
+from recstack.workflow.ctr import compare_ctr_models
 
 # Settings chosen on the validation AUC (a small sweep over lr, dropout and id dropout). Shared:
 # dim 16, batch 1024, Adam, patience 2, and id dropout: in training, half of the user ids and zip

@@ -35,9 +35,9 @@ from torch import nn
 
 from recstack.data.synthetic_ctr import SyntheticCTR, SyntheticCTRConfig
 from recstack.features.pipeline import Layout
-from recstack.ranking.fused_table import DedupPrefetcher, RowWiseAdagradTable
-from recstack.ranking.models.dlrm import DLRM, DLRMConfig
-from recstack.ranking.optim import RowWiseAdagrad
+from recstack.models.ctr.fused_table import DedupPrefetcher, RowWiseAdagradTable
+from recstack.models.ctr.models.dlrm import DLRMConfig, DLRMNet
+from recstack.models.ctr.optim import RowWiseAdagrad
 
 
 def make_batches(gen: SyntheticCTR, n_batches: int, batch: int, device: torch.device) -> list[dict]:
@@ -128,7 +128,7 @@ def main() -> None:
                     num_names=[f"I{i + 1}" for i in range(13)])
     big_top = (1024, 1024, 512, 256) if args.mlp == "mlperf" else (512, 256)
     bottom, top = ((64, 32), (64, 32)) if args.small else ((512, 256), big_top)
-    model = DLRM(layout, DLRMConfig(dim=args.dim, sparse=True, bottom=bottom, top=top, init_std=0.01)).to(device)
+    model = DLRMNet(layout, DLRMConfig(dim=args.dim, sparse=True, bottom=bottom, top=top, init_std=0.01, dropout=0.0)).to(device)
     table_dtype = getattr(torch, args.table_dtype)
     if args.table_mode in ("fused", "kernels"):
         if args.table_optimizer != "rowwise_adagrad":
@@ -223,7 +223,7 @@ def main() -> None:
 
     step_fn = train_step
     if args.cuda_graph:
-        from recstack.ranking.graphed_step import GraphedDLRMStep
+        from recstack.models.ctr.graphed_step import GraphedDLRMStep
 
         b0 = batches[0]
         graphed = GraphedDLRMStep(model, table, dense_opt, b0["num"], b0["label"], b0["cat"] + table.offsets)

@@ -19,8 +19,8 @@ import torch
 from recstack.data.readers import load
 from recstack.data.transforms import split
 from recstack.evaluation import evaluate_ranking
-from recstack.experiment import evaluate, standard_protocol
 from recstack.models import MostPopular, TwoTower
+from recstack.workflow.experiment import evaluate, standard_protocol
 
 
 def emit(**row) -> None:

@@ -4,7 +4,7 @@
     python benchmarks/bench_pipeline.py --bundle BUNDLE --add-ctr BUNDLE_CTR ...   # first train the CTR stages
 
 With `--add-ctr OUT`, the coarse (FM) and fine (DIN) CTR rankers are trained into a copy of
-BUNDLE at OUT (`recstack.serving.export.add_ctr_rankers`: the same training `recstack export`
+BUNDLE at OUT (`recstack.workflow.export.add_ctr_rankers`: the same training `recstack export`
 runs, reusing the bundle's other models), which is then evaluated. Ranking stages are compared
 per ranker set (`--stages NAME=COARSE,FINE`, default: `ctr=coarse_ctr,fine_ctr` and
 `blend=coarse,fine` where declared), each against the same retrieval.
@@ -31,9 +31,9 @@ from recstack.data.readers import load
 from recstack.data.transforms import split, to_implicit
 from recstack.evaluation.ranking import evaluate_ranking
 from recstack.evaluation.significance import paired_test
-from recstack.experiment import standard_protocol
 from recstack.pipeline import PipelineConfig, build_pipeline, evaluate_pipeline
 from recstack.serving.bundle import load_bundle
+from recstack.workflow.experiment import standard_protocol
 
 NEUTRAL_RERANK = {"filter_seen": True, "freshness_weight": 0.0, "mmr_lambda": 1.0, "category_cap": None}
 
@@ -92,7 +92,7 @@ def main() -> None:
     ctr_seconds = None
     if args.add_ctr:
         from recstack.cli import parse_sets
-        from recstack.serving.export import add_ctr_rankers
+        from recstack.workflow.export import add_ctr_rankers
 
         t0 = time.perf_counter()
         add_ctr_rankers(args.bundle, args.add_ctr, parse_sets(args.set), overwrite=True)

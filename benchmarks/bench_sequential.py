@@ -27,7 +27,7 @@ import torch
 
 from recstack.cli import parse_sets
 from recstack.evaluation.ranking import resolve_device
-from recstack.experiment import ExperimentConfig, run_experiment
+from recstack.workflow.experiment import ExperimentConfig, run_experiment
 
 METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20")
 

@@ -14,10 +14,9 @@ from typer.testing import CliRunner
 
 from recstack import configs
 from recstack.cli import app
-from recstack.configs import ConfigError, experiment_config, load_experiment
-from recstack.experiment import ExperimentConfig, load_config
-from recstack.models import available_models
-from recstack.ranking import ranker_names
+from recstack.configs import ConfigError
+from recstack.models.registry import model_class, model_names
+from recstack.workflow.config import ExperimentConfig, experiment_config, load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_CONFIGS = ROOT / "configs"
@@ -45,7 +44,7 @@ def tiny_csv(tmp_path_factory):
 
 def test_one_config_per_model_and_packaged_copies_match():
     names = {p.stem for p in MODEL_FILES}
-    assert names == set(available_models()) | set(ranker_names())
+    assert names == set(model_names())
     assert configs.names() == sorted(names)
     # configs/ at the repository root links to the files the package ships (one copy)
     assert (REPO_CONFIGS / "models").resolve() == (configs.CONFIG_DIR / "models").resolve()
@@ -55,27 +54,38 @@ def test_one_config_per_model_and_packaged_copies_match():
 
 @pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: p.stem)
 def test_model_config_is_accepted_by_its_model(path):
-    cfg = load_experiment(path)  # checks every key and value, constructs the model (no training)
+    cfg = load_experiment(path)  # checks every key and value before any data is read
     assert isinstance(cfg, ExperimentConfig)
     assert cfg.model == path.stem and cfg.data == "embedded"
-    assert cfg.model in available_models() or cfg.model in ranker_names()
-    # the plain loader (README's Python API) reads the same file
-    plain = load_config(path)
-    assert (plain.model, plain.data, set(plain.params)) == (cfg.model, cfg.data, set(cfg.params))
 
 
-def test_ranker_configs_build_their_networks(tiny_csv):
-    """Ranking models' configs go as far as a forward pass on a real CTR task's tensors."""
+@pytest.mark.parametrize("name", model_names())
+def test_model_flag_and_config_file_resolve_to_identical_parameters(name):
+    """`--model X` and `--config X` build the same model: the defaults have one source."""
+    from recstack.workflow.experiment import build_model
+
+    by_flag = experiment_config({}, "command line", overrides={"model": name, "data": "embedded"})
+    by_file = load_experiment(name)
+    assert by_flag.params == by_file.params == {}
+    a, b = build_model(by_flag).get_params(), build_model(by_file).get_params()
+    assert a == b
+    # ... and both are the class's own defaults
+    defaults = {k: spec.default for k, spec in model_class(name).param_specs().items()}
+    assert {k: v for k, v in a.items() if k != "device"} == defaults
+
+
+def test_ctr_models_build_their_networks(tiny_csv):
+    """Every ranking model, with its defaults, goes as far as a forward pass on a real CTR
+    task's tensors."""
     from recstack.data.readers import load
-    from recstack.ranking import Ranker, interactions_ctr_task
-    from recstack.ranking.experiment import TASK_OPTIONS
+    from recstack.features.pipeline import FeaturePipeline
+    from recstack.models.ctr import interactions_ctr_task
+    from recstack.models.registry import create_model
 
     task = interactions_ctr_task(load(f"csv:{tiny_csv}"))
-    for name in ranker_names():
-        cfg = load_experiment(name)
-        params = {k: v for k, v in cfg.params.items() if k not in TASK_OPTIONS}
-        r = Ranker(name, features=task.features, device="cpu", **params)
-        r.pipeline.fit(task.train)
+    for name in model_names("ctr"):
+        r = create_model(name, device="cpu")
+        r.pipeline_ = FeaturePipeline(task.features).fit(task.train)
         r.device_ = torch.device("cpu")
         r._build()
         with torch.no_grad():
@@ -85,7 +95,7 @@ def test_ranker_configs_build_their_networks(tiny_csv):
 
 def test_pipeline_config_loads():
     from recstack.pipeline.config import PipelineConfig
-    from recstack.serving.export import ExportRecipe, default_pipeline
+    from recstack.workflow.export import ExportRecipe, default_pipeline
 
     recipe = ExportRecipe.load(REPO_CONFIGS / "pipeline.yaml")
     pipe = PipelineConfig.from_dict(recipe.pipeline)
@@ -106,7 +116,7 @@ def test_train_from_config_end_to_end(name, tiny_csv):
     r = last_json(res.stdout)
     assert r["model"] == name and r["data"] == f"csv:{tiny_csv}" and r["device"] == "cpu"
     assert r["params"]["epochs"] == 1  # --set over the file
-    assert r["params"]["lr"] == pytest.approx(0.003)  # from the file
+    assert r["params"]["lr"] == pytest.approx(0.003)  # the model's default (mf) / --set (lr)
     assert r["metrics"]
 
 

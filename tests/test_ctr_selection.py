@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from recstack.evaluation.selection import Candidate, select_best
-from recstack.ranking.experiment import compare_ctr_models
-from recstack.ranking.tasks import interactions_ctr_task
+from recstack.models.ctr.tasks import interactions_ctr_task
+from recstack.workflow.ctr import compare_ctr_models
 
 MODELS = {"lr": {"epochs": 2, "lr": 0.01}, "fm": {"epochs": 2, "dim": 4},
           "deepfm": {"epochs": 2, "dim": 4, "lr": 0.003}}

@@ -1,4 +1,4 @@
-"""The Triton kernels of `recstack.ranking.dlrm_kernels` against their PyTorch references, on
+"""The Triton kernels of `recstack.models.ctr.dlrm_kernels` against their PyTorch references, on
 fresh random inputs. They run on a CUDA device with Triton, or on the CPU under Triton's
 interpreter (``TRITON_INTERPRET=1``); otherwise they are skipped (the references themselves are
 checked against the plain DLRM step in test_fused_table.py)."""
@@ -6,7 +6,7 @@ checked against the plain DLRM step in test_fused_table.py)."""
 import pytest
 import torch
 
-from recstack.ranking import dlrm_kernels as K
+from recstack.models.ctr import dlrm_kernels as K
 
 if not K.HAVE_TRITON or not (K._INTERPRET or torch.cuda.is_available()):
     pytest.skip("needs Triton on a CUDA device or TRITON_INTERPRET=1", allow_module_level=True)
@@ -67,14 +67,14 @@ def test_graphed_step_trains_like_the_eager_step():
     import copy
 
     from recstack.features.pipeline import Layout
-    from recstack.ranking.fused_table import RowWiseAdagradTable
-    from recstack.ranking.graphed_step import GraphedDLRMStep
-    from recstack.ranking.models.dlrm import DLRM, DLRMConfig
+    from recstack.models.ctr.fused_table import RowWiseAdagradTable
+    from recstack.models.ctr.graphed_step import GraphedDLRMStep
+    from recstack.models.ctr.models.dlrm import DLRMConfig, DLRMNet
 
     torch.manual_seed(0)
     sizes = [50, 7, 300, 20]
     layout = Layout(cat_names=[f"C{i}" for i in range(4)], cat_sizes=sizes, num_names=["I1", "I2"])
-    eager = DLRM(layout, DLRMConfig(dim=32, bottom=(16,), top=(16,), init_std=0.1))
+    eager = DLRMNet(layout, DLRMConfig(dim=32, bottom=(16,), top=(16,), init_std=0.1, dropout=0.0))
     eager.embed.table = RowWiseAdagradTable(sizes, 32, lr=0.1, dtype=torch.bfloat16, init_std=0.1)
     eager = eager.cuda()
     batches = [(torch.stack([torch.randint(0, s, (256,)) for s in sizes], 1).cuda(), torch.randn(256, 2).cuda(),

@@ -24,7 +24,7 @@ from recstack.features import (
     fnv1a64,
     hash_bucket,
 )
-from recstack.ranking.tasks import interactions_ctr_task, recent_history
+from recstack.models.ctr.tasks import interactions_ctr_task, recent_history
 
 
 def frame():

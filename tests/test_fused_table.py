@@ -3,9 +3,9 @@ RowWiseAdagrad (the reference path), duplicates included."""
 
 import torch
 
-from recstack.ranking.fused_table import DedupPrefetcher, RowWiseAdagradTable
-from recstack.ranking.layers import FusedEmbedding
-from recstack.ranking.optim import RowWiseAdagrad
+from recstack.models.ctr.fused_table import DedupPrefetcher, RowWiseAdagradTable
+from recstack.models.ctr.layers import FusedEmbedding
+from recstack.models.ctr.optim import RowWiseAdagrad
 
 
 def test_fused_table_matches_sparse_rowwise_adagrad():
@@ -48,7 +48,7 @@ def test_fused_table_records_only_training_lookups():
 
 
 def test_dlrm_interaction_matches_pairwise_dots_and_gradients():
-    from recstack.ranking.models.dlrm import _Gram, dot_interaction
+    from recstack.models.ctr.models.dlrm import _Gram, dot_interaction
 
     t = torch.randn(3, 5, 4, dtype=torch.double, requires_grad=True)
     li, lj = torch.tril_indices(5, 5, -1)
@@ -80,12 +80,12 @@ def test_prefetched_dedup_gives_the_same_training_step():
 
 def _small_dlrm(seed: int = 0):
     from recstack.features.pipeline import Layout
-    from recstack.ranking.models.dlrm import DLRM, DLRMConfig
+    from recstack.models.ctr.models.dlrm import DLRMConfig, DLRMNet
 
     torch.manual_seed(seed)
     sizes = [9, 4, 13, 6, 8]
     layout = Layout(cat_names=[f"C{i}" for i in range(len(sizes))], cat_sizes=sizes, num_names=["I1", "I2", "I3"])
-    model = DLRM(layout, DLRMConfig(dim=16, bottom=(8,), top=(8,), init_std=0.1))
+    model = DLRMNet(layout, DLRMConfig(dim=16, bottom=(8,), top=(8,), init_std=0.1, dropout=0.0))
     model.embed.table = RowWiseAdagradTable(sizes, 16, lr=0.1, init_std=0.1)
     return model, sizes
 
@@ -122,7 +122,7 @@ def test_dlrm_forward_rows_trains_like_the_gather_path():
 
 
 def test_sort_rows_segments_and_prefetch():
-    from recstack.ranking.dlrm_kernels import sort_rows
+    from recstack.models.ctr.dlrm_kernels import sort_rows
 
     rows = torch.tensor([[5, 1], [5, 9], [1, 1]])
     s = sort_rows(rows, 10)

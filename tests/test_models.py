@@ -84,7 +84,7 @@ def test_save_load_roundtrip_without_pickle(tmp_path, cls):
     before = model.recommend(np.arange(data.n_users), k=7)
     model.save(tmp_path / "m")
     files = sorted(p.name for p in (tmp_path / "m").iterdir())
-    assert files == ["config.json", "weights.safetensors"]
+    assert files == ["config.json", "vocab.item.parquet", "vocab.user.parquet", "weights.safetensors"]
     assert json.loads((tmp_path / "m" / "config.json").read_text())["model"] == cls.name
     loaded = Recommender.load(tmp_path / "m", device="cpu")
     assert type(loaded) is cls

@@ -271,7 +271,7 @@ def test_ctr_ranker_adapter_speaks_raw_ids(world):
 
     calls = []
 
-    class FakeCTR:  # the recstack.ranking.Ranker serving method, two tasks
+    class FakeCTR:  # the recstack.models.ctr.CTRModel serving method, two tasks
         def score_candidates(self, user, items, history=None, context=None):
             calls.append((user, items.tolist(), history, context))
             return np.stack([items.astype(np.float32), -items.astype(np.float32)], 1)

@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from recstack.cli import app
-from recstack.report import digest
+from recstack.workflow.report import digest
 
 STAGES = ["retrieval: two-tower ANN only", "retrieval: all sources merged", "+ coarse ranking",
           "+ fine ranking", "full pipeline (+ re-ranking)"]

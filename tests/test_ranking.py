@@ -16,20 +16,14 @@ from typer.testing import CliRunner
 from recstack.cli import app
 from recstack.data.synthetic_ctr import SyntheticCTR, SyntheticCTRConfig
 from recstack.features import BagLayout, Categorical, Layout, Numeric
-from recstack.ranking import (
-    FTRL,
-    FusedEmbedding,
-    MultiOptimizer,
-    Ranker,
-    RowWiseAdagrad,
-    ranker_names,
-)
-from recstack.ranking.models.dcn import CrossNetV1
-from recstack.ranking.models.dcnv2 import CrossNetV2
-from recstack.ranking.models.dlrm import dot_interaction
-from recstack.ranking.models.fm import fm_interaction
-from recstack.ranking.optim import coalesce_rows
-from recstack.ranking.tasks import interactions_ctr_task
+from recstack.models.ctr import FTRL, CTRModel, FusedEmbedding, MultiOptimizer, RowWiseAdagrad
+from recstack.models.ctr.models.dcn import CrossNetV1
+from recstack.models.ctr.models.dcnv2 import CrossNetV2
+from recstack.models.ctr.models.dlrm import dot_interaction
+from recstack.models.ctr.models.fm import fm_interaction
+from recstack.models.ctr.optim import coalesce_rows
+from recstack.models.ctr.tasks import interactions_ctr_task
+from recstack.models.registry import create_model, model_names
 
 ALL = ["lr", "fm", "wide_deep", "deepfm", "dcn", "dcnv2", "xdeepfm", "autoint", "dlrm", "mmoe",
        "din", "youtube_rank"]
@@ -154,12 +148,11 @@ def test_models_learn_planted_pairs_and_second_order_beats_lr():
         kw = dict(lr=0.01 if name in ("lr", "fm") else 3e-3)
         if name == "xdeepfm":
             kw["cin_layers"] = (16, 16)
-        r = Ranker(name, features=feats, device="cpu", progress=False, epochs=6, batch_size=256,
-                   dim=8, patience=2, **kw)
         if name == "mmoe":
-            r = Ranker(name, features=feats, device="cpu", progress=False, epochs=6, batch_size=256,
-                       dim=8, tasks=("label", "like"), **kw)
-        res[name] = r.fit(train, valid).evaluate(test)["auc"]
+            kw["tasks"] = ("label", "like")
+        r = create_model(name, device="cpu", progress=False, epochs=6, batch_size=256, dim=8,
+                         patience=2, **kw)
+        res[name] = r.fit(train, valid, features=feats).evaluate(test)["auc"]
     assert all(v > 0.6 for v in res.values()), res
     # the label depends on products of categories: models with pairwise terms must beat LR
     assert res["fm"] > res["lr"] + 0.03, res
@@ -170,14 +163,14 @@ def test_wide_deep_uses_ftrl_and_adam_and_resumes_exactly(tmp_path):
     train, valid, _, feats = synthetic_frames(n=1500)
 
     def make(epochs, ckpt=None):
-        return Ranker("wide_deep", features=feats, device="cpu", progress=False, epochs=epochs,
-                      batch_size=128, patience=0, dim=4, hidden=(16,), checkpoint_dir=ckpt)
+        return create_model("wide_deep", device="cpu", progress=False, epochs=epochs,
+                            batch_size=128, patience=0, dim=4, hidden=(16,), checkpoint_dir=ckpt)
 
-    full = make(4).fit(train, valid)
+    full = make(4).fit(train, valid, features=feats)
     opt = full.module_.make_optimizer(full.train_config)
     assert [type(o).__name__ for o in opt.optimizers] == ["FTRL", "Adam"]
-    make(2, str(tmp_path / "ck")).fit(train, valid)
-    resumed = make(4, str(tmp_path / "ck")).fit(train, valid)
+    make(2, str(tmp_path / "ck")).fit(train, valid, features=feats)
+    resumed = make(4, str(tmp_path / "ck")).fit(train, valid, features=feats)
     assert [h["loss"] for h in resumed.train_result_.history] == [h["loss"] for h in full.train_result_.history]
     for (k, a), b in zip(full.module_.state_dict().items(), resumed.module_.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
@@ -185,9 +178,9 @@ def test_wide_deep_uses_ftrl_and_adam_and_resumes_exactly(tmp_path):
 
 def test_sparse_tables_train_with_rowwise_adagrad():
     train, valid, test, feats = synthetic_frames(n=3000)
-    r = Ranker("dlrm", features=feats, device="cpu", progress=False, epochs=3, batch_size=256, dim=8,
-               sparse=True, embedding_lr=0.1)
-    r.fit(train, valid)
+    r = create_model("dlrm", device="cpu", progress=False, epochs=3, batch_size=256, dim=8,
+                     sparse=True, embedding_lr=0.1)
+    r.fit(train, valid, features=feats)
     opt = r.module_.make_optimizer(r.train_config)
     assert isinstance(opt.optimizers[0], RowWiseAdagrad)
     batch = {k: v[:64] for k, v in r.examples(train).items()}
@@ -199,11 +192,15 @@ def test_sparse_tables_train_with_rowwise_adagrad():
 
 def test_partial_fit_streams_chunks():
     train, _, test, feats = synthetic_frames(n=3000)
-    r = Ranker("deepfm", features=feats, device="cpu", batch_size=256, dim=8, lr=3e-3)
-    r.pipeline.fit(train[:500])
+    from recstack.features.pipeline import FeaturePipeline
+
+    r = create_model("deepfm", device="cpu", batch_size=256, dim=8, lr=3e-3)
+    pipe = FeaturePipeline(feats).fit(train[:500])
+    with pytest.raises(ValueError, match="fitted FeaturePipeline"):
+        r.partial_fit(train[:100])
     for _ in range(3):
         for k in range(0, train.height, 700):
-            r.partial_fit(train[k:k + 700])
+            r.partial_fit(train[k:k + 700], pipe)
     assert r.stream_rows_ == 3 * train.height
     assert r.evaluate(test)["auc"] > 0.6
 
@@ -211,9 +208,9 @@ def test_partial_fit_streams_chunks():
 # ---- model-specific behaviour ----------------------------------------------------------------------
 def test_din_attention_depends_on_candidate_and_ignores_padding():
     lay = Layout(cat_names=["item"], cat_sizes=[10], bags=[BagLayout("hist", 0, 4, "item", True)])
-    from recstack.ranking.models.din import DIN, DINConfig
+    from recstack.models.ctr.models.din import DINConfig, DINNet
 
-    m = DIN(lay, DINConfig(dim=4, init_std=0.5, activation="prelu")).eval()
+    m = DINNet(lay, DINConfig(dim=4, init_std=0.5, activation="prelu")).eval()
     hist = torch.tensor([[0, 0, 3, 4]])
     b1 = {"cat": torch.tensor([[5]]), "bag.hist": hist, "num": torch.zeros(1, 0), "emb": torch.zeros(1, 0)}
     b2 = {**b1, "cat": torch.tensor([[6]])}
@@ -231,11 +228,11 @@ def test_din_attention_depends_on_candidate_and_ignores_padding():
 def test_din_activation_unit_matches_the_papers_concatenation():
     """The split first layer equals MLP([h, t, h - t, h * t]) computed literally, per row and
     with one history shared (expanded) across a request's candidates."""
-    from recstack.ranking.models.din import DIN, DINConfig
+    from recstack.models.ctr.models.din import DINConfig, DINNet
 
     lay = Layout(cat_names=["item"], cat_sizes=[20], bags=[BagLayout("hist", 0, 5, "item", True)])
     torch.manual_seed(0)
-    m = DIN(lay, DINConfig(dim=6, init_std=0.5, activation="dice")).eval()
+    m = DINNet(lay, DINConfig(dim=6, init_std=0.5, activation="dice")).eval()
 
     def literal(codes: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         h = m.embed.table.field(codes, 0)
@@ -255,31 +252,30 @@ def test_din_activation_unit_matches_the_papers_concatenation():
 
 
 def test_youtube_weighted_logistic_loss_by_hand():
-    from recstack.ranking.models.youtube_rank import YouTubeRank, YouTubeRankConfig
+    from recstack.models.ctr.models.youtube_rank import YouTubeRankConfig, YouTubeRankNet
 
     lay = Layout(cat_names=["a"], cat_sizes=[3])
-    m = YouTubeRank(lay, YouTubeRankConfig())
+    m = YouTubeRankNet(lay, YouTubeRankConfig())
     z = torch.tensor([0.0, 1.0])
     batch = {"label": torch.tensor([1.0, 0.0]), "weight": torch.tensor([5.0, 9.0])}
     # positive weighted 5, negative weighted 1 (its weight column is ignored)
     expected = (5 * np.log(2) + np.log(1 + np.e)) / 2
     assert m.loss(z, batch).item() == pytest.approx(expected, rel=1e-6)
-    assert YouTubeRank.expected_weight(torch.tensor([np.log(3.0)])).item() == pytest.approx(3.0)
+    assert YouTubeRankNet.expected_weight(torch.tensor([np.log(3.0)])).item() == pytest.approx(3.0)
 
 
 # ---- persistence, serving ----------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["din", "wide_deep", "mmoe"])
 def test_save_load_and_score_candidates_equal_offline_scores(tmp_path, name):
     task = interactions_ctr_task(_tiny_interactions(), history_len=5)
-    r = Ranker(name, features=task.features, store=task.store, device="cpu", progress=False,
-               epochs=2, batch_size=64, dim=4)
-    r.fit(task.train, task.valid)
+    r = create_model(name, device="cpu", progress=False, epochs=2, batch_size=64, dim=4)
+    r.fit(task)
     test = task.test
     offline = r.predict_proba(test)
     r.save(tmp_path / "m")
     files = {p.name for p in (tmp_path / "m").rglob("*") if p.is_file()}
     assert not any(f.endswith((".pkl", ".pt", ".pickle")) for f in files)
-    loaded = Ranker.load(tmp_path / "m", device="cpu")
+    loaded = CTRModel.load(tmp_path / "m", device="cpu")
     np.testing.assert_array_equal(loaded.predict_proba(test), offline)
     for i in range(0, test.height, 9):
         row = test.row(i, named=True)
@@ -296,16 +292,17 @@ def test_save_load_and_score_candidates_equal_offline_scores(tmp_path, name):
 
 
 def test_registry_and_bad_params():
-    assert set(ranker_names()) == set(ALL)
-    feats = [Categorical("a")]
+    assert set(model_names("ctr")) == set(ALL)
     with pytest.raises(ValueError, match="unknown hyper-parameter"):
-        Ranker("deepfm", features=feats, nope=1)
-    with pytest.raises(ValueError, match="unknown ranking model"):
-        Ranker("deepfmx", features=feats)
-    r = Ranker("deep-fm", features=feats, lr="3e-4", hidden=[8], epochs="3")  # as `--set` gives them
+        create_model("deepfm", nope=1)
+    with pytest.raises(ValueError, match="unknown model 'deepfmx'"):
+        create_model("deepfmx")
+    r = create_model("deep-fm", lr="3e-4", hidden=[8], epochs="3")  # as `--set` gives them
     assert r.train_config.lr == 3e-4 and r.train_config.epochs == 3 and r.config.hidden == (8,)
     with pytest.raises(ValueError, match="expected a number"):
-        Ranker("deepfm", features=feats, lr="fast")
+        create_model("deepfm", lr="fast")
+    with pytest.raises(ValueError, match="dropout"):
+        create_model("deepfm", dropout=1.5)
 
 
 def test_cli_trains_a_ranker_and_prints_auc_logloss(tmp_path):

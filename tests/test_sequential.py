@@ -19,9 +19,9 @@ from recstack.cli import app
 from recstack.data import from_raw
 from recstack.data.dataset import FeatureTable
 from recstack.data.transforms import build_sequences, split
-from recstack.experiment import evaluate, fit_model, standard_protocol
 from recstack.models import BERT4Rec, Caser, GRU4Rec, Recommender, SASRec, get_model_class
 from recstack.models.sequential.base import pad_left, sequence_windows
+from recstack.workflow.experiment import evaluate, fit_model, standard_protocol
 
 N_ITEMS = 20
 SMALL = dict(device="cpu", dim=32, dropout=0.1, max_len=12, lr=5e-3, batch_size=64,

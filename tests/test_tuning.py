@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from recstack.cli import app
-from recstack.experiment import ExperimentConfig
-from recstack.tuning import grid_points, tune
+from recstack.workflow.experiment import ExperimentConfig
+from recstack.workflow.tuning import grid_points, tune
 
 
 def _write_log(path, rng_seed: int = 0, scramble_test: bool = False):

@@ -137,9 +137,10 @@ def train(
     With --config FILE the file gives the experiment (model, data, params, ...); precedence:
     command-line flags > --set key=value (per hyper-parameter) > the file > built-in defaults.
     """
-    from recstack.configs import ConfigError, experiment_config, load_experiment
+    from recstack.configs import ConfigError
     from recstack.distributed import init_from_env, is_main
-    from recstack.experiment import run_experiment
+    from recstack.workflow.config import experiment_config, load_experiment
+    from recstack.workflow.experiment import run_experiment
 
     flags = {"model": model, "data": data, "split": split, "device": device, "protocol": protocol,
              "exclude_seen": exclude_seen, "ties": ties,
@@ -209,9 +210,10 @@ def tune(
     interactions where the split has none. LAST stdout line: JSON with "selected_on":
     "validation", every candidate with its validation figures, and the test figures.
     """
-    from recstack.configs import ConfigError, check_params, experiment_config, load_experiment
-    from recstack.tuning import grid_points
-    from recstack.tuning import tune as run_tune
+    from recstack.configs import ConfigError
+    from recstack.workflow.config import check_model_params, experiment_config, load_experiment
+    from recstack.workflow.tuning import grid_points
+    from recstack.workflow.tuning import tune as run_tune
 
     flags = {"model": model, "data": data, "device": device, "seed": seed}
     try:
@@ -231,16 +233,16 @@ def tune(
             raise ConfigError("give --model and --data, or --config FILE")
         else:
             cfg = experiment_config({}, "command line", overrides=flags, params=sets)
-        from recstack.ranking.base import is_ranker
+        from recstack.models.registry import entry
 
-        if is_ranker(cfg.model):
+        if entry(cfg.model).task == "ctr":
             raise ConfigError(f"tune: '{cfg.model}' is a ranking (CTR) model; tune retrieval and "
-                              "sequential models (CTR models: recstack.ranking.experiment.compare_ctr_models)")
+                              "sequential models (CTR models: recstack.workflow.ctr.compare_ctr_models)")
         if not 0.0 < holdout_frac < 1.0:
             raise ConfigError(f"--holdout-frac must be in (0, 1), got {holdout_frac}")
         points = grid_points(space)
         for point in points:  # every point checked before any data is read
-            check_params(cfg.model, {**cfg.params, **point}, "--grid")
+            check_model_params(cfg.model, {**cfg.params, **point}, "--grid")
     except (ConfigError, typer.BadParameter, ValueError) as e:
         _fail(e)
     sink = open(log, "w") if log else None  # noqa: SIM115 (closed below)
@@ -263,16 +265,30 @@ def tune(
 
 
 @app.command()
-def models() -> None:
-    """List the available models."""
-    from recstack.models import available_models
+def models(
+    show: Annotated[str | None, typer.Option("--show", help="print one model's hyper-parameters: type, range, default")] = None,
+    task: Annotated[str | None, typer.Option(help="list one task only: retrieval, sequential or ctr")] = None,
+) -> None:
+    """List every model by task with a one-line summary (or one model's hyper-parameters)."""
+    from recstack.models.registry import TASKS, entries, entry, model_class
 
-    for name in available_models():
-        print(name)
-    from recstack.ranking import ranker_names
-
-    for name in ranker_names():  # ranking (CTR) models
-        print(name)
+    try:
+        if show is not None:
+            e = entry(show)
+            print(f"{e.name} ({e.task}): {e.summary}")
+            for spec in model_class(e.name).param_specs().values():
+                print(f"  {spec.describe()}")
+            return
+        listed = entries(task)
+    except ValueError as err:
+        _fail(err)
+    for t, text in TASKS.items():
+        group = [e for e in listed if e.task == t]
+        if not group:
+            continue
+        print(f"{t}: {text}")
+        for e in group:
+            print(f"  {e.name:14s} {e.summary}")
 
 
 @app.command()
@@ -287,7 +303,7 @@ def quickstart(
     Baselines, two-tower, SASRec and a CTR ranker trained and evaluated; the four-stage pipeline
     evaluated stage by stage; an HTML report and a serving bundle written (`recstack serve` it).
     """
-    from recstack.quickstart import run_quickstart
+    from recstack.workflow.quickstart import run_quickstart
 
     summary = run_quickstart(out=out, device=device, fast=fast, threads=threads or None)
     headline = ("ndcg@10", "hr@10", "recall@20")
@@ -367,7 +383,7 @@ def export_cmd(
     """Train the serving stack (two-tower + index, item-to-item, transitions, EASE) and write a
     bundle; LAST stdout line is JSON."""
     from recstack.serving.bundle import read_manifest
-    from recstack.serving.export import ExportRecipe, export_bundle, recipe_with_overrides
+    from recstack.workflow.export import ExportRecipe, export_bundle, recipe_with_overrides
 
     try:
         base = ExportRecipe.load(recipe) if recipe else ExportRecipe()

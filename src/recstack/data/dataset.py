@@ -7,6 +7,7 @@ rows in Python.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -76,7 +77,7 @@ class Vocab:
         if raw.dtype.kind in "iu":
             if s.dtype != pl.Int64:
                 s = s.cast(pl.Int64, strict=False)  # text that is not an integer matches nothing
-            lo, hi = int(raw[0]), int(raw[-1])
+            lo, hi = int(raw.min()), int(raw.max())  # raw is sorted, except after `extend`
             if hi - lo < _DENSE_MAX and s.null_count() == 0:
                 table = np.full(hi - lo + 1, -1, np.int64 if n >= 2**31 else np.int32)
                 table[raw - lo] = np.arange(n)
@@ -98,6 +99,48 @@ class Vocab:
     def decode(self, idx: np.ndarray | int) -> np.ndarray:
         """Indices -> raw ids."""
         return self.raw[np.asarray(idx)]
+
+    def extend(self, new: np.ndarray | list) -> Vocab:
+        """A vocabulary with `new` raw ids appended (indices n, n+1, ...), e.g. items added to
+        a fitted model's catalogue.
+
+        Raises:
+            DataError: an id already in the vocabulary, or repeated in `new`.
+        """
+        new = np.asarray(new, dtype=self.raw.dtype if self.raw.dtype.kind in "iu" else object)
+        known = self.encode(new, strict=False)
+        dup = new[known >= 0]
+        if len(dup) or len(np.unique(new.astype(str))) < len(new):
+            bad = dup[:5].tolist() if len(dup) else new[:5].tolist()
+            raise DataError(f"{self.name}: ids to add must be new and distinct, e.g. {bad}")
+        return Vocab(raw=np.concatenate([self.raw, new]), name=self.name)
+
+    def next_ids(self, n: int) -> np.ndarray:
+        """`n` raw ids not in the vocabulary: the next integers for integer ids, else "new-K"."""
+        if self.raw.dtype.kind in "iu":
+            start = int(self.raw.max()) + 1 if len(self.raw) else 0
+            return np.arange(start, start + n, dtype=np.int64)
+        taken = set(self.raw.astype(str).tolist())
+        out, k = [], len(self.raw)
+        while len(out) < n:
+            if f"new-{k}" not in taken:
+                out.append(f"new-{k}")
+            k += 1
+        return np.asarray(out, dtype=object)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the raw ids (in index order) to a Parquet file (no pickle: ints or text)."""
+        raw = self.raw
+        col = pl.Series("id", raw if raw.dtype.kind in "iu" else raw.astype(str), dtype=pl.Int64 if raw.dtype.kind in "iu" else pl.String)
+        pl.DataFrame([col]).write_parquet(path)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, name: str = "id") -> Vocab:
+        """Inverse of :meth:`save`."""
+        s = pl.read_parquet(path)["id"]
+        raw = s.to_numpy() if s.dtype == pl.Int64 else np.asarray(s.to_list(), dtype=object)
+        return cls(raw=raw, name=name)
 
 
 @dataclass

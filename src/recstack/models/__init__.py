@@ -1,22 +1,39 @@
-"""Models. Importing this package registers every model under its `name`."""
+"""Every model of recstack, behind one contract (`recstack.models.base.Model`) and one registry
+(`recstack.models.registry`).
 
-from recstack.models.base import Recommender, available_models, get_model_class
-from recstack.models.blend import Blend
-from recstack.models.bspm import BSPM, GFCF
-from recstack.models.ease import EASE
-from recstack.models.itemknn import ItemKNN
-from recstack.models.lightgcn import LightGCN
-from recstack.models.mf import MF
-from recstack.models.multvae import MultVAE
-from recstack.models.neumf import NeuMF
-from recstack.models.neural import NeuralRecommender
-from recstack.models.pop import MostPopular
-from recstack.models.sequential import BERT4Rec, Caser, GRU4Rec, SASRec, SequentialRecommender
-from recstack.models.two_tower import TwoTower
-from recstack.models.youtube_dnn import YouTubeDNN
+    from recstack.models import create_model, EASE
+    model = create_model("ease", l2=200.0)          # any registered model by name, checked
+    model = EASE(l2=200.0)                          # or its class
+
+Names resolve lazily: importing this package does not import torch or any model until one is
+used, so listing the registry (`recstack models`) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from recstack.models.registry import create_model, entries, entry, model_class, model_names
+
+_BASE = {
+    "Model": "recstack.models.base", "Recommender": "recstack.models.base",
+    "NeuralRecommender": "recstack.models.neural",
+    "SequentialRecommender": "recstack.models.sequential.base",
+    "CTRModel": "recstack.models.ctr.estimator",
+    "load_model": "recstack.models.loading", "get_model_class": "recstack.models.base",
+    "available_models": "recstack.models.base",
+}
+_CLASSES = {e.cls: e.module for e in entries()}
+
+
+def __getattr__(name: str) -> Any:
+    module = _BASE.get(name) or _CLASSES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'recstack.models' has no attribute '{name}'")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
-    "Recommender", "NeuralRecommender", "available_models", "get_model_class",
-    "MostPopular", "ItemKNN", "EASE", "BSPM", "GFCF", "Blend", "MF", "LightGCN", "NeuMF", "MultVAE", "TwoTower", "YouTubeDNN",
-    "SequentialRecommender", "GRU4Rec", "Caser", "SASRec", "BERT4Rec",
+    "create_model", "entries", "entry", "model_class", "model_names", *sorted(_BASE), *sorted(_CLASSES),
 ]

@@ -9,6 +9,7 @@ Members are any registered models, declared as data:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -32,20 +33,25 @@ class Blend(Recommender):
 
     Args:
         members: list of {"model": registered name, "params": {constructor arguments}}.
-        weights: one weight per member.
+        weights: one weight per member (None: equal weights).
     """
 
     name = "blend"
 
-    def __init__(self, members: list[dict[str, Any]] | None = None, weights: list[float] | None = None,
-                 device: str = "auto") -> None:
+    def __init__(self, members: Sequence[dict[str, Any]] = ({"model": "bspm"}, {"model": "ease"}),
+                 weights: Sequence[float] | None = None, device: str = "auto") -> None:
         super().__init__(device)
-        self.members = members if members is not None else [{"model": "bspm"}, {"model": "ease"}]
-        self.weights = weights if weights is not None else [1.0] * len(self.members)
+        self.members = members
+        self.weights = weights
+
+    def _weights(self) -> list[float]:
+        weights = [1.0] * len(self.members) if self.weights is None else list(self.weights)
+        if len(weights) != len(self.members) or not self.members:
+            raise ValueError(f"blend: {len(self.members)} members but {len(weights)} weights")
+        return weights
 
     def _make(self) -> list[Recommender]:
-        if len(self.weights) != len(self.members) or not self.members:
-            raise ValueError(f"blend: {len(self.members)} members but {len(self.weights)} weights")
+        self._weights()
         out = []
         for i, spec in enumerate(self.members):
             if not isinstance(spec, dict) or "model" not in spec:
@@ -60,7 +66,7 @@ class Blend(Recommender):
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         self._check_fitted()
         total = None
-        for w, m in zip(self.weights, self.models_, strict=True):
+        for w, m in zip(self._weights(), self.models_, strict=True):
             if w == 0:
                 continue
             s = float(w) * _standardise(m.score_all(users.to(m.device_)).to(self.device_))

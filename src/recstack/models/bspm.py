@@ -25,6 +25,7 @@ randomised subspace iteration on P~ (Rayleigh-Ritz), also through those products
 from __future__ import annotations
 
 import warnings
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -60,8 +61,8 @@ class BSPM(Recommender):
     name = "bspm"
 
     def __init__(self, rank: int = 640, beta: float = 0.2, blur_time: float = 1.0, blur_steps: int = 1,
-                 sharpen_time: float = 2.5, sharpen_steps: int = 1, combine: str = "last",
-                 power_iters: int = 10, seed: int = 0, sharpen_solver: str = "rk4",
+                 sharpen_time: float = 2.5, sharpen_steps: int = 1, combine: Literal["last", "mean"] = "last",
+                 power_iters: int = 10, seed: int = 0, sharpen_solver: Literal["rk4", "euler"] = "rk4",
                  device: str = "auto") -> None:
         super().__init__(device)
         self.rank, self.beta = rank, beta

@@ -11,7 +11,7 @@ paper trains with BPR.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -56,9 +56,13 @@ class LightGCN(MF):
     """
 
     name = "lightgcn"
+    # its own training defaults (not MF's): those of its config file until now (docs/benchmarks.md,
+    # issue 3); the paper's learning rate, batch and schedule arrive with issue 21
+    _defaults: ClassVar[dict[str, Any]] = {"lr": 2e-3, "batch_size": 2048, "epochs": 40, "patience": 3,
+                                           "monitor": "recall@20"}
 
-    def __init__(self, n_layers: int = 3, dim: int = 64, loss: str = "softmax", n_negatives: int = 256,
-                 sampler: str = "uniform", temperature: float = 0.1, margin: float = 0.9,
+    def __init__(self, n_layers: int = 3, dim: int = 64, loss: Literal["bpr", "bce", "softmax", "ccl"] = "softmax", n_negatives: int = 256,
+                 sampler: Literal["uniform", "popularity"] = "uniform", temperature: float = 0.1, margin: float = 0.9,
                  neg_weight: float | None = None, use_bias: bool = False, normalize: bool = True,
                  init_std: float = 0.1, device: str = "auto", **train: Any) -> None:
         super().__init__(dim=dim, loss=loss, n_negatives=n_negatives, sampler=sampler,

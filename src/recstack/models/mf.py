@@ -6,7 +6,7 @@ the YouTube / sampling-bias papers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,8 @@ class MF(NeuralRecommender):
 
     name = "mf"
 
-    def __init__(self, dim: int = 64, loss: str = "softmax", n_negatives: int = 256, sampler: str = "uniform",
+    def __init__(self, dim: int = 64, loss: Literal["bpr", "bce", "softmax", "ccl"] = "softmax", n_negatives: int = 256,
+                 sampler: Literal["uniform", "popularity"] = "uniform",
                  temperature: float = 0.1, margin: float = 0.9, neg_weight: float | None = None,
                  use_bias: bool = False, normalize: bool = True, init_std: float = 0.1,
                  shared_negatives: bool = False, device: str = "auto", **train: Any) -> None:
@@ -66,11 +67,9 @@ class MF(NeuralRecommender):
         # CCL is defined on cosine similarities; other losses use them when asked to
         return self.loss == "ccl" or self.normalize
 
-    @classmethod
-    def _train_defaults(cls) -> dict[str, Any]:
-        # lr chosen on validation only (issue 17: `recstack tune --grid-file benchmarks/grids/mf.yaml`
-        # on a 20% holdout of Gowalla's training data; docs/benchmarks.md), kept for every data set
-        return {"lr": 3e-3, "batch_size": 1024, "epochs": 100, "monitor": "recall@20"}
+    # lr chosen on validation only (issue 17: `recstack tune --grid-file benchmarks/grids/mf.yaml`
+    # on a 20% holdout of Gowalla's training data; docs/benchmarks.md), kept for every data set
+    _defaults: ClassVar[dict[str, Any]] = {"lr": 3e-3, "batch_size": 1024, "epochs": 100, "monitor": "recall@20"}
 
     def _build(self, meta: dict[str, Any]) -> nn.Module:
         if self.loss not in ("bpr", "bce", "softmax", "ccl"):

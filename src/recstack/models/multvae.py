@@ -14,7 +14,7 @@ beta is annealed: it grows linearly by `anneal_step` per gradient step up to `an
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -89,12 +89,10 @@ class MultVAE(NeuralRecommender):
         self.hidden, self.latent, self.dropout = hidden, latent, dropout
         self.anneal_cap, self.anneal_step = anneal_cap, anneal_step
 
-    @classmethod
-    def _train_defaults(cls) -> dict[str, Any]:
-        # paper: Adam lr 1e-3, 500 users per batch, 200 epochs, model selection on NDCG@100;
-        # an epoch is only a few steps on small data, so early stopping needs a long patience
-        return {"lr": 1e-3, "batch_size": 500, "epochs": 200, "monitor": "ndcg@100",
-                "patience": 20, "plateau_factor": 1.0}
+    # paper: Adam lr 1e-3, 500 users per batch, 200 epochs, model selection on NDCG@100;
+    # an epoch is only a few steps on small data, so early stopping needs a long patience
+    _defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3, "batch_size": 500, "epochs": 200, "monitor": "ndcg@100",
+                                           "patience": 20, "plateau_factor": 1.0}
 
     def _build(self, meta: dict[str, Any]) -> nn.Module:
         return MultVAEModule(meta["n_items"], self.hidden, self.latent, self.dropout)

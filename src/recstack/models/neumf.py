@@ -15,7 +15,7 @@ weights h = [alpha h_GMF ; (1 - alpha) h_MLP] and then fine-tuned (the paper use
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import scipy.sparse as sp
 import torch
@@ -140,9 +140,9 @@ class NeuMF(NeuralRecommender):
 
     name = "neumf"
 
-    def __init__(self, mode: str = "neumf", dim: int = 8, mlp_layers: tuple[int, ...] = (64, 32, 16, 8),
+    def __init__(self, mode: Literal["gmf", "mlp", "neumf"] = "neumf", dim: int = 8, mlp_layers: tuple[int, ...] = (64, 32, 16, 8),
                  n_negatives: int = 4, pretrain: bool = False, alpha: float = 0.5,
-                 finetune_optimizer: str = "adam", finetune_lr: float | None = None,
+                 finetune_optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam", finetune_lr: float | None = None,
                  init_std: float = 0.01, device: str = "auto", **train: Any) -> None:
         super().__init__(device, **train)
         self.mode, self.dim, self.mlp_layers, self.n_negatives = mode, dim, tuple(mlp_layers), n_negatives
@@ -152,10 +152,9 @@ class NeuMF(NeuralRecommender):
         self._stage: str | None = None  # the mode being trained while pre-training
         self._pretrained: tuple[NeuMFModule, NeuMFModule] | None = None
 
-    @classmethod
-    def _train_defaults(cls) -> dict[str, Any]:
-        # paper: Adam, lr 0.001, batch 256, HR/NDCG@10, no learning-rate schedule
-        return {"lr": 1e-3, "batch_size": 256, "epochs": 20, "monitor": "ndcg@10", "plateau_factor": 1.0}
+    # paper: Adam, lr 0.001, batch 256, HR/NDCG@10, no learning-rate schedule
+    _defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3, "batch_size": 256, "epochs": 20, "monitor": "ndcg@10",
+                                           "plateau_factor": 1.0}
 
     # ---- training ------------------------------------------------------------------------------
     def fit(self, data: Interactions, valid: Interactions | None = None,

@@ -22,46 +22,51 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from recstack.configs.params import ParamSpec, specs_from_dataclass
 from recstack.data.dataset import Interactions
 from recstack.distributed.metrics import evaluate_ranking_sharded
-from recstack.models.base import Recommender, resolve_device
+from recstack.models.base import Recommender
 from recstack.training.trainer import TrainConfig, Trainer, TrainResult
 
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 class NeuralRecommender(Recommender):
-    """A Recommender whose parameters live in `self.module_` and are learned by `Trainer`."""
+    """A Recommender whose parameters live in `self.module_` and are learned by `Trainer`.
+
+    The training settings (`TrainConfig` fields: epochs, lr, batch_size, ...) are
+    hyper-parameters too, passed as keyword arguments; a model's own values for them are its
+    ``_defaults``.
+    """
 
     def __init__(self, device: str = "auto", **train: Any) -> None:
         super().__init__(device)
         unknown = set(train) - _TRAIN_FIELDS
         if unknown:
-            raise ValueError(f"{self.name}: unknown hyper-parameter(s) {sorted(unknown)}")
-        self.train_config = TrainConfig(**{**self._train_defaults(), **train})
+            raise ValueError(f"{self.name}: unknown hyper-parameter(s) {sorted(unknown)}; "
+                             f"valid: {', '.join(sorted(self.param_specs()))}")
+        defaults = {k: v for k, v in self._merged_defaults().items() if k in _TRAIN_FIELDS}
+        self.train_config = TrainConfig(**{**defaults, **train})
 
     # ---- hyper-parameters: the subclass's own arguments plus the TrainConfig fields -------------
     @classmethod
-    def _train_defaults(cls) -> dict[str, Any]:
-        """Per-model optimisation defaults (override in subclasses)."""
-        return {}
+    def _extra_specs(cls) -> dict[str, ParamSpec]:
+        return specs_from_dataclass(TrainConfig)
 
-    def get_params(self) -> dict[str, Any]:
-        import inspect
-
-        sig = inspect.signature(type(self).__init__)
-        own = {p: getattr(self, p) for p, v in sig.parameters.items()
-               if p != "self" and v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)}
-        return own | dataclasses.asdict(self.train_config)
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        train = dataclasses.asdict(self.train_config)
+        return {k: (train[k] if k in _TRAIN_FIELDS else getattr(self, k)) for k in self.param_specs()} \
+            | {"device": self.device}
 
     def set_params(self, **params: Any) -> NeuralRecommender:
-        for k, v in params.items():
+        device = params.pop("device", None)
+        for k, v in self.check_params(params).items():
             if k in _TRAIN_FIELDS:
                 setattr(self.train_config, k, v)
-            elif k in self.get_params():
-                setattr(self, k, v)
             else:
-                raise ValueError(f"{self.name}: unknown hyper-parameter '{k}'")
+                setattr(self, k, v)
+        if device is not None:
+            self.device = device
         return self
 
     # ---- training ------------------------------------------------------------------------------
@@ -69,9 +74,8 @@ class NeuralRecommender(Recommender):
             valid_exclude: sp.csr_matrix | None = None) -> NeuralRecommender:
         """Train on `data`; with `valid`, early-stop on `train_config.monitor` (full ranking,
         excluding `valid_exclude`, by default the training items)."""
-        self.device_ = resolve_device(self.device)
-        self.n_users_, self.n_items_ = data.n_users, data.n_items
-        self.seen_ = data.csr()
+        self._validate_params()
+        self._start_fit(data)
         torch.manual_seed(self.train_config.seed)
         np.random.seed(self.train_config.seed)
         self.meta_ = self._setup(data)

@@ -16,7 +16,7 @@ With every feature flag off it is the ID-only two-tower (an MF with MLP towers).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -111,8 +111,8 @@ class TwoTower(NeuralRecommender):
                  feature_dim: int = 16, history_dim: int = 64, max_history: int = 50,
                  use_user_id: bool = True, use_item_id: bool = True, use_user_features: bool = True,
                  use_item_features: bool = True, use_history: bool = False, normalize: bool = True,
-                 temperature: float = 0.1, loss: str = "in_batch", n_negatives: int = 256,
-                 sampler: str = "uniform", logq: bool = True, id_dropout: float = 0.0,
+                 temperature: float = 0.1, loss: Literal["in_batch", "mixed", "sampled", "bpr"] = "in_batch", n_negatives: int = 256,
+                 sampler: Literal["uniform", "popularity"] = "uniform", logq: bool = True, id_dropout: float = 0.0,
                  init_std: float = 0.05, device: str = "auto", **train: Any) -> None:
         super().__init__(device, **train)
         self.dim, self.tower, self.id_dim, self.feature_dim = dim, tuple(tower), id_dim, feature_dim
@@ -123,9 +123,7 @@ class TwoTower(NeuralRecommender):
         self.loss, self.n_negatives, self.sampler, self.logq = loss, n_negatives, sampler, logq
         self.id_dropout, self.init_std = id_dropout, init_std
 
-    @classmethod
-    def _train_defaults(cls) -> dict[str, Any]:
-        return {"lr": 1e-3, "batch_size": 2048, "epochs": 50, "monitor": "recall@20"}
+    _defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3, "batch_size": 2048, "epochs": 50, "monitor": "recall@20"}
 
     # ---- fit -----------------------------------------------------------------------------------
     def fit(self, data: Interactions, valid: Interactions | None = None,
@@ -336,10 +334,16 @@ class TwoTower(NeuralRecommender):
 
     def add_items(self, item_features: FeatureTable | Mapping[str, Sequence[Any]],
                   by_category: str | None = None,
-                  item_vectors: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+                  item_vectors: Mapping[str, np.ndarray] | None = None,
+                  ids: Sequence[Any] | None = None) -> np.ndarray:
         """Append unseen items to the catalogue (see `new_item_embeddings`); `recommend` and
-        `score_all` rank them from now on, and `save` keeps them. Returns their item indices."""
+        `score_all` rank them from now on, and `save` keeps them. `ids`: their raw ids (default:
+        fresh ones, `Vocab.next_ids`). Returns their item indices."""
         emb = self.new_item_embeddings(item_features, by_category, item_vectors)
+        new_ids = self.item_vocab_.next_ids(len(emb)) if ids is None else np.asarray(ids)
+        if len(new_ids) != len(emb):
+            raise ValueError(f"two_tower: {len(emb)} new items but {len(new_ids)} ids")
+        self.item_vocab_ = self.item_vocab_.extend(new_ids)
         start = self.n_items_
         self.added_items_ = emb if self.added_items_ is None else torch.cat([self.added_items_, emb])
         self.n_items_ += len(emb)

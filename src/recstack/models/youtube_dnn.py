@@ -15,7 +15,7 @@ one extra dimension, so dot products of the exports are exactly the scores (ANN-
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -85,7 +85,7 @@ class YouTubeDNN(NeuralRecommender):
 
     def __init__(self, dim: int = 64, tower: Sequence[int] = (256, 128), history_dim: int = 64,
                  max_history: int = 50, use_user_features: bool = True, use_example_age: bool = False,
-                 examples_per_user: int | None = None, feature_dim: int = 16, n_negatives: int = 1000, sampler: str = "popularity",
+                 examples_per_user: int | None = None, feature_dim: int = 16, n_negatives: int = 1000, sampler: Literal["uniform", "popularity"] = "popularity",
                  use_bias: bool = True, init_std: float = 0.05, device: str = "auto",
                  **train: Any) -> None:
         super().__init__(device, **train)
@@ -95,9 +95,7 @@ class YouTubeDNN(NeuralRecommender):
         self.feature_dim, self.n_negatives, self.sampler = feature_dim, n_negatives, sampler
         self.use_bias, self.init_std = use_bias, init_std
 
-    @classmethod
-    def _train_defaults(cls) -> dict[str, Any]:
-        return {"lr": 1e-3, "batch_size": 1024, "epochs": 50, "monitor": "recall@20"}
+    _defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3, "batch_size": 1024, "epochs": 50, "monitor": "recall@20"}
 
     # ---- fit -----------------------------------------------------------------------------------
     def _setup(self, data: Interactions) -> dict[str, Any]:

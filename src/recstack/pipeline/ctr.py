@@ -1,8 +1,8 @@
-"""Adapter: a CTR model of `recstack.ranking` (DeepFM, DIN target attention, ...) as a pipeline
-ranker. Its feature pipeline and feature store travel with it (`Ranker.save` directory, shipped
+"""Adapter: a CTR model of `recstack.models.ctr` (DeepFM, DIN target attention, ...) as a pipeline
+ranker. Its feature pipeline and feature store travel with it (`CTRModel.save` directory, shipped
 in a bundle's `extras/`), so serving computes exactly the training-time features.
 
-    rankers: {"din": {"kind": "ctr", "extra": "din"}}     # extras/din = Ranker.save(...)
+    rankers: {"din": {"kind": "ctr", "extra": "din"}}     # extras/din = CTRModel.save(...)
 
 Two paths, same features:
 
@@ -89,7 +89,7 @@ def _rows_fn(layers: torch.nn.Sequential) -> Any:
     """`layers` (Linear / PReLU / Dice of a DIN tower, eval mode) as a function of [N, C] rows:
     Linear and the per-feature PReLU as direct functional calls (no module dispatch or reshapes
     per request), anything else through its module."""
-    from recstack.ranking.models.din import PReLU
+    from recstack.models.ctr.models.din import PReLU
 
     layers.eval()
     steps = []
@@ -111,13 +111,13 @@ def _rows_fn(layers: torch.nn.Sequential) -> Any:
 
 
 class FastCTRRanker:
-    """A fitted `recstack.ranking.Ranker` scoring one request's candidates from precomputed code
+    """A fitted `recstack.models.ctr.CTRModel` scoring one request's candidates from precomputed code
     tables (see the module docstring). Returns P(click) of the primary task; abstains (None) on
     the cold-start path (no user, no history), like the other personalised rankers."""
 
     def __init__(self, name: str, ranker: Any, catalog: ItemCatalog, users: UserStore) -> None:
         self.name, self.ranker, self.catalog, self.users = name, ranker, catalog, users
-        store, pipe = ranker.store, ranker.pipeline
+        store, pipe = ranker.store_, ranker.pipeline_
         if store is None or store.items is None:
             raise Unsupported(f"ranker '{name}': no feature store with item attributes")
         ikey, ukey, hcol = store.item_key, store.user_key, store.history_column
@@ -203,10 +203,10 @@ class FastCTRRanker:
         """For an FM, the item side of every catalog item, computed once (see `_score_fm`):
         (linear term with the anonymous user [n], sum of item-side field vectors [n, D], sum of
         their squared norms [n], item-side field mask [F]). None for other models."""
-        from recstack.ranking.models.fm import FM
+        from recstack.models.ctr.models.fm import FMNet
 
         m = self.module
-        if type(m) is not FM:
+        if type(m) is not FMNet:
             return None
         emb = m.embed
         names = [*emb.layout.cat_names, *(n for n, _ in emb.bag_fields)]
@@ -244,10 +244,10 @@ class FastCTRRanker:
         """For a DIN (one attended sequence = the history), the candidate-only parts of its
         forward for every catalog item and the user-only parts for every user (see
         `_score_din`). None for other models or layouts this split does not cover."""
-        from recstack.ranking.models.din import DIN
+        from recstack.models.ctr.models.din import DINNet
 
         m = self.module
-        if type(m) is not DIN or len(m.seqs) != 1 or self.history_bag is None:
+        if type(m) is not DINNet or len(m.seqs) != 1 or self.history_bag is None:
             return None
         emb = m.embed
         names = [*emb.layout.cat_names, *(n for n, _ in emb.bag_fields)]
@@ -381,11 +381,11 @@ class FastCTRRanker:
 
 def load_ctr_ranker(name: str, path: str | Path, catalog: ItemCatalog, users: UserStore,
                     fast: bool = True) -> CTRRanker | FastCTRRanker:
-    """Load a `recstack.ranking.Ranker` saved at `path` (JSON + safetensors + Parquet) on CPU:
+    """Load a `recstack.models.ctr.CTRModel` saved at `path` (JSON + safetensors + Parquet) on CPU:
     the precomputed fast path when its schema allows (and `fast`), else `score_candidates`."""
-    from recstack.ranking import Ranker
+    from recstack.models.ctr import CTRModel
 
-    r = Ranker.load(path, device="cpu")
+    r = CTRModel.load(path, device="cpu")
     if fast:
         try:
             return FastCTRRanker(name, r, catalog, users)

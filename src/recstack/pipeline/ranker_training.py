@@ -2,10 +2,10 @@
 
     cands = retrieval_candidates(two_tower, data, n=200, popular=50)   # per user, what retrieval proposes
     task = candidate_ranking_task(data, cands)                          # positives + sampled negatives
-    coarse = Ranker("fm", features=task.features_for("coarse"), store=task.store, dim=8).fit(task.train, task.valid)
-    fine = Ranker("din", features=task.features, store=task.store, dim=16).fit(task.train, task.valid)
+    coarse = create_model("fm", dim=8).fit(task.train, task.valid, features=task.features_for("coarse"), store=task.store)
+    fine = create_model("din", dim=16).fit(task.train, task.valid, features=task.features, store=task.store)
 
-A rating-labelled CTR task (`recstack.ranking.tasks.interactions_ctr_task`) only contains items
+A rating-labelled CTR task (`recstack.models.ctr.tasks.interactions_ctr_task`) only contains items
 the user watched, so its models never learn to tell a watched item from the unwatched ones a
 candidate generator proposes. Here every training interaction is a positive (label 1) and its
 negatives (label 0) are drawn for the same moment from (a) what the candidate generators propose
@@ -16,7 +16,7 @@ carries the user's state at the event: the last `history_len` items strictly ear
 Validation = each user's last kept event (+ its negatives), for early stopping.
 
 `train_pipeline_rankers` trains the coarse (light FM) and fine (DIN) rankers and saves them as
-`Ranker.save` directories (JSON + safetensors + Parquet) for a bundle's `extras/`.
+`CTRModel.save` directories (JSON + safetensors + Parquet) for a bundle's `extras/`.
 """
 
 from __future__ import annotations
@@ -34,15 +34,15 @@ import torch
 from recstack.data.dataset import Interactions
 from recstack.features.specs import Bucketized, Categorical, FeatureSpec, IdSequence, MultiHot
 from recstack.features.store import FeatureStore, list_series
-from recstack.ranking.tasks import recent_history
+from recstack.models.ctr.tasks import recent_history
 
 # coarse: a light FM over ids, genres, popularity and the mean of the recent items;
 # fine: DIN target attention over the recent items (small dims: a few ms for 200 candidates)
 COARSE_DEFAULTS: dict[str, Any] = {"model": "fm", "dim": 8, "epochs": 8, "batch_size": 1024, "lr": 2e-3,
-                                   "patience": 1, "weight_decay": 1e-6}
+                                   "patience": 1, "weight_decay": 1e-6, "id_dropout": 0.0}
 FINE_DEFAULTS: dict[str, Any] = {"model": "din", "dim": 16, "attention_hidden": (32, 16), "hidden": (64, 32),
                                  "activation": "prelu", "epochs": 8, "batch_size": 1024, "lr": 2e-3,
-                                 "patience": 1, "weight_decay": 1e-6}
+                                 "patience": 1, "weight_decay": 1e-6, "id_dropout": 0.0, "dropout": 0.0}
 
 
 @dataclass
@@ -208,8 +208,8 @@ def train_pipeline_rankers(task: CandidateTask, out: str | Path, coarse: dict[st
                            fine: dict[str, Any] | None = None, device: str = "cpu",
                            log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Fit the coarse and fine CTR rankers on `task` and save them under `out/coarse_ctr`,
-    `out/fine_ctr` (`Ranker.save`) -> {name: {"path", "valid": {auc, logloss}, "seconds"}}."""
-    from recstack.ranking import Ranker
+    `out/fine_ctr` (`CTRModel.save`) -> {name: {"path", "valid": {auc, logloss}, "seconds"}}."""
+    from recstack.models.registry import create_model
 
     out = Path(out)
     report = {}
@@ -217,8 +217,9 @@ def train_pipeline_rankers(task: CandidateTask, out: str | Path, coarse: dict[st
         p = {**defaults, **(params or {})}
         model = p.pop("model")
         t0 = time.perf_counter()
-        r = Ranker(model, features=task.features_for("coarse" if name.startswith("coarse") else "fine"),
-                   store=task.store, device=device, **p).fit(task.train, task.valid)
+        r = create_model(model, device=device, **p).fit(
+            task.train, task.valid, features=task.features_for("coarse" if name.startswith("coarse") else "fine"),
+            store=task.store)
         seconds = time.perf_counter() - t0
         ev = r.evaluate(task.valid, where="validation frame")
         r.save(out / name)

@@ -32,7 +32,7 @@ and this base class does the rest:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -120,8 +120,8 @@ class SequentialRecommender(NeuralRecommender):
     name = "base"
     causal = True  # next-item targets at every position (BERT4Rec: masked positions)
 
-    def __init__(self, max_len: int = 50, dim: int = 64, dropout: float = 0.2, loss: str = "ce",
-                 n_negatives: int = 256, sampler: str = "uniform", logq: bool = True,
+    def __init__(self, max_len: int = 50, dim: int = 64, dropout: float = 0.2, loss: Literal["ce", "sampled", "bce"] = "ce",
+                 n_negatives: int = 256, sampler: Literal["uniform", "popularity", "in_batch"] = "uniform", logq: bool = True,
                  use_attributes: bool = False, all_windows: bool = True, init_std: float = 0.02,
                  device: str = "auto", **train: Any) -> None:
         super().__init__(device, **train)
@@ -129,12 +129,10 @@ class SequentialRecommender(NeuralRecommender):
         self.loss, self.n_negatives, self.sampler, self.logq = loss, n_negatives, sampler, logq
         self.use_attributes, self.all_windows, self.init_std = use_attributes, all_windows, init_std
 
-    @classmethod
-    def _train_defaults(cls) -> dict[str, Any]:
-        # one set for every data set: Adam 1e-3, constant rate, early stopping on the validation
-        # item's NDCG@10 (the papers' model selection), patience 10 epochs
-        return {"lr": 1e-3, "batch_size": 128, "epochs": 200, "patience": 10,
-                "monitor": "ndcg@10", "plateau_factor": 1.0}
+    # one set for every data set: Adam 1e-3, constant rate, early stopping on the validation
+    # item's NDCG@10 (the papers' model selection), patience 10 epochs
+    _defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3, "batch_size": 128, "epochs": 200, "patience": 10,
+                                           "monitor": "ndcg@10", "plateau_factor": 1.0}
 
     # ---- fit -----------------------------------------------------------------------------------
     def fit(self, data: Interactions, valid: Interactions | None = None,

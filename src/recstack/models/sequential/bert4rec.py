@@ -15,7 +15,7 @@ recommend, [mask] is appended after the history and its prediction ranked.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -94,7 +94,7 @@ class BERT4Rec(SequentialRecommender):
 
     def __init__(self, max_len: int = 50, dim: int = 64, n_blocks: int = 2, n_heads: int = 2,
                  dropout: float = 0.2, mask_prob: float = 0.2, last_item_prob: float = 0.1,
-                 loss: str = "ce", n_negatives: int = 256, sampler: str = "uniform",
+                 loss: Literal["ce", "sampled", "bce"] = "ce", n_negatives: int = 256, sampler: Literal["uniform", "popularity", "in_batch"] = "uniform",
                  logq: bool = True, use_attributes: bool = False, all_windows: bool = True,
                  init_std: float = 0.02, device: str = "auto", **train: Any) -> None:
         super().__init__(max_len, dim, dropout, loss, n_negatives, sampler, logq, use_attributes,

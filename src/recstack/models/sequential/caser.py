@@ -14,7 +14,7 @@ learned ones (the "typical user").
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -78,8 +78,8 @@ class Caser(SequentialRecommender):
     name = "caser"
 
     def __init__(self, max_len: int = 50, dim: int = 64, window: int = 5, n_h: int = 16,
-                 n_v: int = 4, dropout: float = 0.5, loss: str = "ce", n_negatives: int = 256,
-                 sampler: str = "uniform", logq: bool = True, use_attributes: bool = False,
+                 n_v: int = 4, dropout: float = 0.5, loss: Literal["ce", "sampled", "bce"] = "ce", n_negatives: int = 256,
+                 sampler: Literal["uniform", "popularity", "in_batch"] = "uniform", logq: bool = True, use_attributes: bool = False,
                  all_windows: bool = True, init_std: float = 0.02, device: str = "auto",
                  **train: Any) -> None:
         super().__init__(max_len, dim, dropout, loss, n_negatives, sampler, logq, use_attributes,

@@ -17,7 +17,7 @@ zero state), so padding never changes a hidden state; outputs are moved back aft
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -73,8 +73,8 @@ class GRU4Rec(SequentialRecommender):
     name = "gru4rec"
 
     def __init__(self, max_len: int = 50, dim: int = 64, hidden: int = 128, n_layers: int = 1,
-                 dropout: float = 0.3, loss: str = "ce", n_negatives: int = 256,
-                 sampler: str = "uniform", logq: bool = True, use_attributes: bool = False,
+                 dropout: float = 0.3, loss: Literal["ce", "sampled", "bce"] = "ce", n_negatives: int = 256,
+                 sampler: Literal["uniform", "popularity", "in_batch"] = "uniform", logq: bool = True, use_attributes: bool = False,
                  all_windows: bool = True, init_std: float = 0.02, device: str = "auto",
                  **train: Any) -> None:
         super().__init__(max_len, dim, dropout, loss, n_negatives, sampler, logq, use_attributes,

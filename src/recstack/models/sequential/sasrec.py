@@ -12,7 +12,7 @@ positions are zeroed after each block. Attention is causal: position t sees item
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from torch import Tensor, nn
 
@@ -91,8 +91,8 @@ class SASRec(SequentialRecommender):
     name = "sasrec"
 
     def __init__(self, max_len: int = 50, dim: int = 64, n_blocks: int = 2, n_heads: int = 1,
-                 dropout: float = 0.5, loss: str = "ce", n_negatives: int = 256,
-                 sampler: str = "uniform", logq: bool = True, use_attributes: bool = False,
+                 dropout: float = 0.5, loss: Literal["ce", "sampled", "bce"] = "ce", n_negatives: int = 256,
+                 sampler: Literal["uniform", "popularity", "in_batch"] = "uniform", logq: bool = True, use_attributes: bool = False,
                  all_windows: bool = True, init_std: float = 0.02, device: str = "auto",
                  **train: Any) -> None:
         super().__init__(max_len, dim, dropout, loss, n_negatives, sampler, logq, use_attributes,

@@ -75,7 +75,7 @@ def _use_triton(*tensors: Tensor) -> bool:
 
 
 def _kernels():
-    from recstack.ranking import _dlrm_triton
+    from recstack.models.ctr import _dlrm_triton
 
     return _dlrm_triton
 

@@ -1,7 +1,7 @@
 """CTR tasks built from data sets: labelled events with user/item attributes and history.
 
     task = interactions_ctr_task(load("atomic:../shared/data/movielens-100k"))
-    ranker = Ranker("din", features=task.features, store=task.store).fit(task.train, task.valid)
+    model = create_model("din").fit(task)          # recstack.models.create_model
 
 An interaction log with ratings becomes impressions labelled ``rating >= threshold`` ("label"),
 with "like" (the top rating) as a second task and the rating as the positive weight ("weight").

@@ -17,8 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from recstack.features.pipeline import Layout
-from recstack.ranking.base import CTRModule, RankerConfig
-from recstack.ranking.layers import MLP, Batch, FieldEmbedder
+from recstack.models.ctr.base import CTRConfig, CTRModule
+from recstack.models.ctr.estimator import CTRModel
+from recstack.models.ctr.layers import MLP, Batch, FieldEmbedder
 
 
 class InteractingLayer(nn.Module):
@@ -39,16 +40,14 @@ class InteractingLayer(nn.Module):
 
 
 @dataclass
-class AutoIntConfig(RankerConfig):
+class AutoIntConfig(CTRConfig):
     layers: int = 3
     heads: int = 2
     att_dim: int = 16
     hidden: tuple[int, ...] = ()  # non-empty: AutoInt+
 
 
-class AutoInt(CTRModule):
-    name = "autoint"
-    config_cls = AutoIntConfig
+class AutoIntNet(CTRModule):
 
     def __init__(self, layout: Layout, cfg: AutoIntConfig) -> None:
         super().__init__(layout, cfg)
@@ -65,3 +64,11 @@ class AutoInt(CTRModule):
         if self.deep is not None:
             y = y + self.deep(e.flatten(1)).squeeze(1)
         return y
+
+
+class AutoInt(CTRModel):
+    """The autoint estimator: AutoIntConfig hyper-parameters, AutoIntNet network, CTRModel verbs."""
+
+    name = "autoint"
+    config_cls = AutoIntConfig
+    net_cls = AutoIntNet

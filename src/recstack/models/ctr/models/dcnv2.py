@@ -8,13 +8,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from recstack.features.pipeline import Layout
-from recstack.ranking.base import CTRModule, RankerConfig
-from recstack.ranking.layers import MLP, Batch, FieldEmbedder, numeric_input
+from recstack.models.ctr.base import CTRConfig, CTRModule
+from recstack.models.ctr.estimator import CTRModel
+from recstack.models.ctr.layers import MLP, Batch, FieldEmbedder, numeric_input
 
 
 class CrossNetV2(nn.Module):
@@ -37,16 +39,15 @@ class CrossNetV2(nn.Module):
 
 
 @dataclass
-class DCNv2Config(RankerConfig):
+class DCNv2Config(CTRConfig):
+    dropout: float = 0.2  # chosen on MovieLens 100K validation AUC (bench_ctr_ml100k.py)
     cross_layers: int = 3
     rank: int = 0  # 0 = full-rank cross matrices
     hidden: tuple[int, ...] = (256, 128, 64)
     structure: str = "stacked"  # stacked | parallel
 
 
-class DCNv2(CTRModule):
-    name = "dcnv2"
-    config_cls = DCNv2Config
+class DCNv2Net(CTRModule):
 
     def __init__(self, layout: Layout, cfg: DCNv2Config) -> None:
         super().__init__(layout, cfg)
@@ -67,3 +68,12 @@ class DCNv2(CTRModule):
         else:
             h = torch.cat([self.cross(x0), self.deep(x0)], 1)
         return self.logit(h).squeeze(1)
+
+
+class DCNv2(CTRModel):
+    """The dcnv2 estimator: DCNv2Config hyper-parameters, DCNv2Net network, CTRModel verbs."""
+
+    name = "dcnv2"
+    config_cls = DCNv2Config
+    net_cls = DCNv2Net
+    _defaults: ClassVar[dict[str, Any]] = {"lr": 3e-4}

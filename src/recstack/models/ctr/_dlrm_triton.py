@@ -1,4 +1,4 @@
-"""Triton kernels of `recstack.ranking.dlrm_kernels` (imported on first use on a GPU, so CPU-only
+"""Triton kernels of `recstack.models.ctr.dlrm_kernels` (imported on first use on a GPU, so CPU-only
 code never pays Triton's import). See that module for what each computes and why."""
 
 import triton

@@ -4,22 +4,22 @@ feature, crosses included (the classic wide model and the baseline of every CTR 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch import Tensor
 
 from recstack.features.pipeline import Layout
-from recstack.ranking.base import CTRModule, RankerConfig
-from recstack.ranking.layers import Batch, LinearTerms
+from recstack.models.ctr.base import CTRConfig, CTRModule
+from recstack.models.ctr.estimator import CTRModel
+from recstack.models.ctr.layers import Batch, LinearTerms
 
 
 @dataclass
-class LRConfig(RankerConfig):
+class LRConfig(CTRConfig):
     use_cross: bool = True
 
 
-class LR(CTRModule):
-    name = "lr"
-    config_cls = LRConfig
+class LRNet(CTRModule):
 
     def __init__(self, layout: Layout, cfg: LRConfig) -> None:
         super().__init__(layout, cfg)
@@ -27,3 +27,12 @@ class LR(CTRModule):
 
     def forward(self, batch: Batch) -> Tensor:
         return self.linear(batch)
+
+
+class LR(CTRModel):
+    """The lr estimator: LRConfig hyper-parameters, LRNet network, CTRModel verbs."""
+
+    name = "lr"
+    config_cls = LRConfig
+    net_cls = LRNet
+    _defaults: ClassVar[dict[str, Any]] = {"lr": 3e-3, "epochs": 30}

@@ -10,12 +10,14 @@ mean of its rows; a number: ``x * v``), so the pairwise term is computed in O(F 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch import Tensor
 
 from recstack.features.pipeline import Layout
-from recstack.ranking.base import CTRModule, RankerConfig
-from recstack.ranking.layers import Batch, FieldEmbedder, LinearTerms
+from recstack.models.ctr.base import CTRConfig, CTRModule
+from recstack.models.ctr.estimator import CTRModel
+from recstack.models.ctr.layers import Batch, FieldEmbedder, LinearTerms
 
 
 def fm_interaction(e: Tensor) -> Tensor:
@@ -26,13 +28,11 @@ def fm_interaction(e: Tensor) -> Tensor:
 
 
 @dataclass
-class FMConfig(RankerConfig):
+class FMConfig(CTRConfig):
     pass
 
 
-class FM(CTRModule):
-    name = "fm"
-    config_cls = FMConfig
+class FMNet(CTRModule):
 
     def __init__(self, layout: Layout, cfg: FMConfig) -> None:
         super().__init__(layout, cfg)
@@ -41,3 +41,12 @@ class FM(CTRModule):
 
     def forward(self, batch: Batch) -> Tensor:
         return self.linear(batch) + fm_interaction(self.embed(batch))
+
+
+class FM(CTRModel):
+    """The fm estimator: FMConfig hyper-parameters, FMNet network, CTRModel verbs."""
+
+    name = "fm"
+    config_cls = FMConfig
+    net_cls = FMNet
+    _defaults: ClassVar[dict[str, Any]] = {"lr": 3e-3}

@@ -14,13 +14,15 @@ sharing the target field's vocabulary, e.g. recent items and recently clicked it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from recstack.features.pipeline import Layout
-from recstack.ranking.base import CTRModule, RankerConfig
-from recstack.ranking.layers import Batch, FieldEmbedder, numeric_input
+from recstack.models.ctr.base import CTRConfig, CTRModule
+from recstack.models.ctr.estimator import CTRModel
+from recstack.models.ctr.layers import Batch, FieldEmbedder, numeric_input
 
 
 class Dice(nn.Module):
@@ -54,7 +56,8 @@ def _tower(in_dim: int, hidden: tuple[int, ...], out: int, activation: str) -> n
 
 
 @dataclass
-class DINConfig(RankerConfig):
+class DINConfig(CTRConfig):
+    dropout: float = 0.2  # chosen on MovieLens 100K validation AUC (bench_ctr_ml100k.py)
     sequences: tuple[str, ...] = ()  # id sequences to attend over; () = all sharing `target`'s ids
     target: str | None = None  # the candidate's categorical field; None = the first sequence's
     attention_hidden: tuple[int, ...] = (80, 40)
@@ -62,9 +65,7 @@ class DINConfig(RankerConfig):
     activation: str = "dice"  # dice | prelu
 
 
-class DIN(CTRModule):
-    name = "din"
-    config_cls = DINConfig
+class DINNet(CTRModule):
 
     def __init__(self, layout: Layout, cfg: DINConfig) -> None:
         super().__init__(layout, cfg)
@@ -110,3 +111,12 @@ class DIN(CTRModule):
         v = [self.interest(batch, k).to(e.dtype) for k in range(len(self.seqs))]
         x = torch.cat([e, *v, numeric_input(batch).to(e.dtype)], 1)
         return self.mlp(x).squeeze(1)
+
+
+class DIN(CTRModel):
+    """The din estimator: DINConfig hyper-parameters, DINNet network, CTRModel verbs."""
+
+    name = "din"
+    config_cls = DINConfig
+    net_cls = DINNet
+    _defaults: ClassVar[dict[str, Any]] = {"lr": 3e-4}

@@ -5,7 +5,7 @@
 3. a sequential model (SASRec), early-stopping on the validation item.
 4. a ranking model (DeepFM) beside logistic regression on the ratings as a CTR task
    (label: rating >= 4; temporal split): test AUC and LogLoss.
-5. the serving bundle (`recstack.serving.export`, fitted on train + valid only): the two-tower
+5. the serving bundle (`recstack.workflow.export`, fitted on train + valid only): the two-tower
    retriever and its HNSW index, item-item and transition matrices, the coarse / fine CTR
    rankers trained on the candidates retrieval proposes; SASRec is added as one more candidate
    source of the four-stage pipeline (retrieval -> coarse -> fine -> re-ranking).
@@ -36,10 +36,10 @@ from rich.table import Table
 from recstack.data.readers import load
 from recstack.data.transforms import split
 from recstack.evaluation import coverage, gini, novelty
-from recstack.experiment import evaluate, fit_model, standard_protocol
 from recstack.models import EASE, ItemKNN, MostPopular, SASRec
 from recstack.models.base import resolve_device
 from recstack.progress import bar, console, step
+from recstack.workflow.experiment import evaluate, fit_model, standard_protocol
 
 KS = (5, 10, 20)
 TABLE_KEYS = ["ndcg@10", "hr@10", "recall@20", "ndcg@20", "coverage@20", "gini@20", "novelty@20"]
@@ -200,11 +200,12 @@ def run_quickstart(out: Path = Path("recstack-out/quickstart"), device: str = "a
 
 
 def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dict[str, Any]:
+    from recstack.models.ctr import interactions_ctr_task
+    from recstack.models.registry import create_model
     from recstack.pipeline import PipelineConfig, build_pipeline, ranking_metrics
     from recstack.pipeline.matrices import dense_top_k
-    from recstack.ranking import Ranker, interactions_ctr_task
     from recstack.serving.bundle import load_bundle, write_bundle
-    from recstack.serving.export import (
+    from recstack.workflow.export import (
         ExportRecipe,
         default_pipeline,
         export_bundle,
@@ -279,8 +280,7 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
     for name, params in (("lr", {"lr": 3e-3}), ("deepfm", {"lr": 1e-3, "dropout": 0.2})):
         console.print(f"[bold]{name}[/bold] on the rating CTR task: {S.ctr_epochs} epochs")
         t1 = time.perf_counter()
-        r = Ranker(name, features=task.features, store=task.store, device=device,
-                   epochs=S.ctr_epochs, **shared, **params).fit(task.train, task.valid)
+        r = create_model(name, device=device, epochs=S.ctr_epochs, **shared, **params).fit(task)
         train_s = time.perf_counter() - t1
         ev = r.evaluate(task.test)
         ctr["models"][name] = {"auc": float(ev["auc"]), "logloss": float(ev["logloss"]),
@@ -406,7 +406,7 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
 
     # ---- 8. embedding map and popularity profiles (data of the figures) ----
     from recstack.index.embeddings import item_vectors
-    from recstack.report import embedding_map, popularity_profile
+    from recstack.workflow.report import embedding_map, popularity_profile
 
     min_count = 5
     shown = np.flatnonzero(item_pop >= min_count)
@@ -488,7 +488,7 @@ def _fmt_score(v: float | None) -> str:
 
 def write_report(out: Path, summary: dict[str, Any], emb_map: dict[str, Any]) -> Path:
     """report.html + figures/*.png + figures.json, every figure drawn from `summary`'s numbers."""
-    from recstack import report as R
+    from recstack.workflow import report as R
 
     figs = R.Figures()
     models, stages = summary["models"], summary["stages"]

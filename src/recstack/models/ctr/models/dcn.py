@@ -9,13 +9,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from recstack.features.pipeline import Layout
-from recstack.ranking.base import CTRModule, RankerConfig
-from recstack.ranking.layers import MLP, Batch, FieldEmbedder, numeric_input
+from recstack.models.ctr.base import CTRConfig, CTRModule
+from recstack.models.ctr.estimator import CTRModel
+from recstack.models.ctr.layers import MLP, Batch, FieldEmbedder, numeric_input
 
 
 class CrossNetV1(nn.Module):
@@ -34,14 +36,13 @@ class CrossNetV1(nn.Module):
 
 
 @dataclass
-class DCNConfig(RankerConfig):
+class DCNConfig(CTRConfig):
+    dropout: float = 0.2  # chosen on MovieLens 100K validation AUC (bench_ctr_ml100k.py)
     cross_layers: int = 3
     hidden: tuple[int, ...] = (256, 128, 64)
 
 
-class DCN(CTRModule):
-    name = "dcn"
-    config_cls = DCNConfig
+class DCNNet(CTRModule):
 
     def __init__(self, layout: Layout, cfg: DCNConfig) -> None:
         super().__init__(layout, cfg)
@@ -55,3 +56,12 @@ class DCN(CTRModule):
         e = self.embed(batch).flatten(1)
         x0 = torch.cat([e, numeric_input(batch).to(e.dtype)], 1)
         return self.combine(torch.cat([self.cross(x0), self.deep(x0)], 1)).squeeze(1)
+
+
+class DCN(CTRModel):
+    """The dcn estimator: DCNConfig hyper-parameters, DCNNet network, CTRModel verbs."""
+
+    name = "dcn"
+    config_cls = DCNConfig
+    net_cls = DCNNet
+    _defaults: ClassVar[dict[str, Any]] = {"lr": 3e-4}

@@ -13,18 +13,21 @@ and the evaluation report.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recstack.features.pipeline import Layout
-from recstack.ranking.base import CTRModule, RankerConfig
-from recstack.ranking.layers import MLP, Batch, FieldEmbedder, numeric_input
+from recstack.models.ctr.base import CTRConfig, CTRModule
+from recstack.models.ctr.estimator import CTRModel
+from recstack.models.ctr.layers import MLP, Batch, FieldEmbedder, numeric_input
 
 
 @dataclass
-class MMoEConfig(RankerConfig):
+class MMoEConfig(CTRConfig):
+    dropout: float = 0.2  # chosen on MovieLens 100K validation AUC (bench_ctr_ml100k.py)
     tasks: tuple[str, ...] = ("label", "like")
     task_weights: tuple[float, ...] = ()  # empty = all 1
     experts: int = 4
@@ -32,9 +35,7 @@ class MMoEConfig(RankerConfig):
     tower_hidden: tuple[int, ...] = (32,)
 
 
-class MMoE(CTRModule):
-    name = "mmoe"
-    config_cls = MMoEConfig
+class MMoENet(CTRModule):
 
     def __init__(self, layout: Layout, cfg: MMoEConfig) -> None:
         super().__init__(layout, cfg)
@@ -62,3 +63,12 @@ class MMoE(CTRModule):
         per_task = F.binary_cross_entropy_with_logits(logits.float(), batch["label"].float(),
                                                       reduction="none").mean(0)
         return (per_task * self.task_weights).sum()
+
+
+class MMoE(CTRModel):
+    """The mmoe estimator: MMoEConfig hyper-parameters, MMoENet network, CTRModel verbs."""
+
+    name = "mmoe"
+    config_cls = MMoEConfig
+    net_cls = MMoENet
+    _defaults: ClassVar[dict[str, Any]] = {"lr": 3e-4}

@@ -2,7 +2,7 @@
 
 `recstack tune` runs this. One fixed procedure for every model and data set:
 
-1. Split the data by its protocol (:func:`recstack.experiment.prepare`).
+1. Split the data by its protocol (:func:`recstack.workflow.experiment.prepare`).
 2. Validation data: the split's own validation part (leave-one-out splits), or, where the
    split has none (a given train/test split such as Gowalla's), ``holdout_frac`` of each
    user's training interactions held out at random (seed ``cfg.seed``); the test set is never
@@ -31,7 +31,8 @@ from recstack.data.transforms import Split, split
 from recstack.evaluation import evaluate_ranking
 from recstack.evaluation.protocol import Protocol
 from recstack.evaluation.selection import Candidate, select_best
-from recstack.experiment import (
+from recstack.models.base import resolve_device
+from recstack.workflow.experiment import (
     ExperimentConfig,
     build_model,
     evaluate,
@@ -39,7 +40,6 @@ from recstack.experiment import (
     nothing_csr,
     prepare,
 )
-from recstack.models.base import resolve_device
 
 __all__ = ["grid_points", "tune"]
 

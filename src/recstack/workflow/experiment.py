@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,10 @@ from recstack.data.readers import load
 from recstack.data.transforms import Split, split, to_implicit
 from recstack.evaluation import evaluate_ranking
 from recstack.evaluation.protocol import Protocol, get_protocol
-from recstack.models.base import Recommender, get_model_class, resolve_device
+from recstack.models.base import Recommender, resolve_device
+from recstack.models.registry import create_model
 from recstack.progress import step
+from recstack.workflow.config import ExperimentConfig
 
 
 def standard_protocol(data: Interactions, split_override: str | None = None) -> Protocol:
@@ -41,26 +43,6 @@ def standard_protocol(data: Interactions, split_override: str | None = None) -> 
     else:
         proto = get_protocol("ratio")
     return proto.with_options(split=split_override)
-
-
-@dataclass
-class ExperimentConfig:
-    """Everything `recstack train` needs; CLI flags map one-to-one onto these fields."""
-
-    model: str
-    data: str
-    split: str | None = None
-    device: str = "auto"
-    params: dict[str, Any] = field(default_factory=dict)
-    ks: tuple[int, ...] = (5, 10, 20)
-    protocol: str | None = None  # a named protocol; None = the data set's standard one
-    exclude_seen: bool | None = None  # None = the protocol's default (history excluded)
-    ties: str = "random"  # tie rule of the ranking metrics: random (seeded) | index
-    tie_seed: int = 0
-    implicit_threshold: float | None = None
-    seed: int = 0
-    out: str | None = None
-    refit: bool = True  # neural models on a split without valid: retrain on all train data
 
 
 def prepare(cfg: ExperimentConfig) -> tuple[Interactions, Split, Protocol]:
@@ -86,8 +68,8 @@ def resolve_protocol(cfg: ExperimentConfig, data: Interactions) -> Protocol:
 
 
 def build_model(cfg: ExperimentConfig) -> Recommender:
-    cls = get_model_class(cfg.model)
-    return cls(device=cfg.device, **cfg.params)
+    """The config's model, unfitted (its defaults overridden by ``cfg.params``)."""
+    return create_model(cfg.model, device=cfg.device, **cfg.params)
 
 
 def evaluate(model: Recommender, sp: Split, proto: Protocol, ks=(5, 10, 20), progress: bool = True,
@@ -163,10 +145,10 @@ def fit_model(model: Recommender, sp: Split, seed: int = 0, valid_frac: float = 
 
 def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
     """Fit `cfg.model` on `cfg.data` and evaluate it with the standard protocol."""
-    from recstack.ranking.base import is_ranker
+    from recstack.models.registry import entry
 
-    if is_ranker(cfg.model):  # ranking (CTR) models: AUC / LogLoss on a CTR task
-        from recstack.ranking.experiment import run_ctr_experiment
+    if entry(cfg.model).task == "ctr":  # ranking (CTR) models: AUC / LogLoss on a CTR task
+        from recstack.workflow.ctr import run_ctr_experiment
 
         return run_ctr_experiment(cfg)
     np.random.seed(cfg.seed)
@@ -200,38 +182,3 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         if "history" in fit_info:
             (d / "history.json").write_text(json.dumps(fit_info["history"], indent=2))
     return out
-
-
-def load_config(path: str | Path) -> ExperimentConfig:
-    """An `ExperimentConfig` from a YAML (or JSON) file with the dataclass's fields as keys:
-
-        model: sasrec
-        data: s3rec:../shared/data/amazon-beauty/Beauty.txt
-        params: {max_len: 50, dim: 64}
-
-    Raises:
-        ValueError: unreadable file, not a mapping, unknown keys, or missing `model` / `data`.
-    """
-    import dataclasses
-
-    import yaml
-
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"{p}: cannot read config: {e}") from e
-    if not isinstance(raw, dict):
-        raise ValueError(f"{p}: a config must be a mapping of ExperimentConfig fields, got {type(raw).__name__}")
-    fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    unknown = sorted(set(raw) - fields)
-    if unknown:
-        raise ValueError(f"{p}: unknown field(s) {unknown}; valid: {sorted(fields)}")
-    missing = [k for k in ("model", "data") if k not in raw]
-    if missing:
-        raise ValueError(f"{p}: missing required field(s) {missing}")
-    if not isinstance(raw.get("params", {}), dict):
-        raise ValueError(f"{p}: field 'params' must be a mapping of hyper-parameters")
-    if "ks" in raw:
-        raw["ks"] = tuple(int(k) for k in raw["ks"])
-    return ExperimentConfig(**raw)

@@ -22,7 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recstack.ranking.dlrm_kernels import SortedRows, rowwise_adagrad_update, segment_sum, sort_rows
+from recstack.models.ctr.dlrm_kernels import (
+    SortedRows,
+    rowwise_adagrad_update,
+    segment_sum,
+    sort_rows,
+)
 
 
 class RowWiseAdagradTable(nn.Module):

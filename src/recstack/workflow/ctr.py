@@ -1,7 +1,7 @@
 """The CTR experiment behind `recstack train --model <ranking model> --data ...`.
 
 * An interaction log with ratings (``atomic:``, ``movielens:``, ``csv:`` ...): the CTR task of
-  :func:`recstack.ranking.tasks.interactions_ctr_task` (label rating >= 4, user + item features,
+  :func:`recstack.models.ctr.tasks.interactions_ctr_task` (label rating >= 4, user + item features,
   recent history, temporal split, early stopping on valid AUC).
 * ``criteo:FILE``: a Criteo TSV read in chunks; rows in file order, the last 10% test and the
   10% before it validation (the log is ordered by time); 13 integer features log-standardised,
@@ -23,11 +23,10 @@ from typing import Any
 from recstack.evaluation.ranking import resolve_device
 from recstack.evaluation.selection import Candidate, select_best
 from recstack.features.specs import Categorical, FeatureSpec, Numeric
+from recstack.models.ctr.tasks import CTRTask, interactions_ctr_task
+from recstack.models.registry import create_model
 from recstack.progress import step
-from recstack.ranking.estimator import Ranker
-from recstack.ranking.tasks import CTRTask, interactions_ctr_task
-
-TASK_OPTIONS = ("label_threshold", "history_len", "min_freq", "hash_buckets", "max_rows")
+from recstack.workflow.config import TASK_OPTIONS, CTRTaskOptions
 
 
 def criteo_features(min_freq: int = 10, hash_buckets: int = 0) -> list[FeatureSpec]:
@@ -54,17 +53,16 @@ def criteo_task(path: str, min_freq: int = 10, hash_buckets: int = 0, max_rows: 
 
 def load_task(data: str, options: dict[str, Any]) -> tuple[CTRTask, str]:
     """The CTR task of a data spec, and a one-line description of its protocol."""
+    o = CTRTaskOptions(**options)
     if data.startswith("criteo:"):
-        task = criteo_task(data.split(":", 1)[1], min_freq=options.get("min_freq", 10),
-                           hash_buckets=options.get("hash_buckets", 0), max_rows=options.get("max_rows"))
+        task = criteo_task(data.split(":", 1)[1], min_freq=10 if o.min_freq is None else o.min_freq,
+                           hash_buckets=o.hash_buckets, max_rows=o.max_rows)
         return task, "criteo: file order 80/10/10 train/valid/test, early stopping on valid AUC"
     from recstack.data.readers import load
 
-    threshold = options.get("label_threshold", 4.0)
-    task = interactions_ctr_task(load(data), threshold=threshold,
-                                 history_len=options.get("history_len", 20),
-                                 min_freq=options.get("min_freq", 2))
-    return task, (f"CTR: label rating >= {threshold:g}, temporal split 80/10/10 (global time), "
+    task = interactions_ctr_task(load(data), threshold=o.label_threshold, history_len=o.history_len,
+                                 min_freq=2 if o.min_freq is None else o.min_freq)
+    return task, (f"CTR: label rating >= {o.label_threshold:g}, temporal split 80/10/10 (global time), "
                   "history strictly before each event, early stopping on valid AUC")
 
 
@@ -76,17 +74,17 @@ def run_ctr_experiment(cfg: Any) -> dict[str, Any]:
         task, protocol = load_task(cfg.data, options)
         s["done"] = f"CTR task: {task.info.get('train'):,} train / {task.info.get('valid'):,} valid / {task.info.get('test'):,} test rows"
     params.setdefault("seed", cfg.seed)
-    ranker = Ranker(cfg.model, features=task.features, store=task.store, device=cfg.device, **params)
-    with step(f"fitting {ranker.model}"):
+    ranker = create_model(cfg.model, device=cfg.device, **params)
+    with step(f"fitting {ranker.name}"):
         t0 = time.perf_counter()
-        ranker.fit(task.train, task.valid)
+        ranker.fit(task)
         train_seconds = time.perf_counter() - t0
     with step("evaluating (test AUC, LogLoss)"):
         res = ranker.evaluate(task.test, where="test frame")
     metrics = {k: round(float(v), 6) for k, v in res.items() if k not in ("rows", "seconds")}
     tr = ranker.train_result_
     out = {
-        "model": ranker.model,
+        "model": ranker.name,
         "data": cfg.data,
         "protocol": protocol,
         "metrics": metrics,
@@ -123,8 +121,8 @@ def compare_ctr_models(task: CTRTask, models: Mapping[str, Mapping[str, Any]], d
 
     Args:
         task: The CTR task (its ``valid`` frame is required).
-        models: Model name -> constructor parameters (``Ranker`` keyword arguments).
-        device, seed: As for :class:`~recstack.ranking.estimator.Ranker`.
+        models: Model name -> hyper-parameters (`create_model` keyword arguments).
+        device, seed: As for any model.
         log: Called with one JSON-friendly dict per fitted candidate and for the outcome.
 
     Returns:
@@ -136,13 +134,12 @@ def compare_ctr_models(task: CTRTask, models: Mapping[str, Mapping[str, Any]], d
     if metric not in ("auc", "logloss"):
         raise ValueError(f"compare_ctr_models: metric must be 'auc' or 'logloss', got {metric!r}")
     emit = log or (lambda row: None)
-    fitted: dict[str, Ranker] = {}
+    fitted: dict[str, Any] = {}
     candidates: list[Candidate] = []
     for name, params in models.items():
         t0 = time.perf_counter()
-        r = Ranker(name, features=task.features, store=task.store, device=device,
-                   **{"seed": seed, "progress": False, **dict(params)})
-        r.fit(task.train, task.valid)
+        r = create_model(name, device=device, **{"seed": seed, "progress": False, **dict(params)})
+        r.fit(task)
         train_s = time.perf_counter() - t0
         v = r.evaluate(task.valid, where="validation frame")
         tr = r.train_result_

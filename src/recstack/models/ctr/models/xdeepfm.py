@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from recstack.features.pipeline import Layout
-from recstack.ranking.base import CTRModule, RankerConfig
-from recstack.ranking.layers import MLP, Batch, FieldEmbedder, LinearTerms
+from recstack.models.ctr.base import CTRConfig, CTRModule
+from recstack.models.ctr.estimator import CTRModel
+from recstack.models.ctr.layers import MLP, Batch, FieldEmbedder, LinearTerms
 
 
 class CIN(nn.Module):
@@ -44,14 +46,13 @@ class CIN(nn.Module):
 
 
 @dataclass
-class XDeepFMConfig(RankerConfig):
-    cin_layers: tuple[int, ...] = (64, 64)
+class XDeepFMConfig(CTRConfig):
+    dropout: float = 0.2  # chosen on MovieLens 100K validation AUC (bench_ctr_ml100k.py)
+    cin_layers: tuple[int, ...] = (32, 32)
     hidden: tuple[int, ...] = (256, 128, 64)
 
 
-class XDeepFM(CTRModule):
-    name = "xdeepfm"
-    config_cls = XDeepFMConfig
+class XDeepFMNet(CTRModule):
 
     def __init__(self, layout: Layout, cfg: XDeepFMConfig) -> None:
         super().__init__(layout, cfg)
@@ -65,3 +66,12 @@ class XDeepFM(CTRModule):
         e = self.embed(batch)
         return (self.linear(batch) + self.cin_out(self.cin(e)).squeeze(1)
                 + self.deep(e.flatten(1)).squeeze(1))
+
+
+class XDeepFM(CTRModel):
+    """The xdeepfm estimator: XDeepFMConfig hyper-parameters, XDeepFMNet network, CTRModel verbs."""
+
+    name = "xdeepfm"
+    config_cls = XDeepFMConfig
+    net_cls = XDeepFMNet
+    _defaults: ClassVar[dict[str, Any]] = {"lr": 3e-4}

@@ -21,7 +21,6 @@ import yaml
 from recstack.data.dataset import Interactions
 from recstack.data.readers import load
 from recstack.data.transforms import split, to_implicit
-from recstack.experiment import standard_protocol
 from recstack.index.config import IndexConfig
 from recstack.index.embeddings import item_vectors
 from recstack.index.factory import build_index
@@ -30,6 +29,7 @@ from recstack.pipeline.catalog import ItemCatalog, UserStore
 from recstack.pipeline.config import PipelineConfig
 from recstack.pipeline.matrices import dense_top_k, transition_matrix
 from recstack.serving.bundle import write_bundle
+from recstack.workflow.experiment import standard_protocol
 
 _SOURCES = [
     {"name": "two_tower", "kind": "ann", "model": "two_tower", "index": "two_tower", "n": 200},
@@ -118,7 +118,7 @@ class ExportRecipe:
             retrieval models' signals only; no CTR training). See `default_pipeline`.
         ranker_task: `candidate_ranking_task` options, plus `n` / `popular` (the two-tower and
             popularity candidates negatives are drawn from).
-        coarse_ctr, fine_ctr: Ranker options overriding `ranker_training.COARSE_DEFAULTS` /
+        coarse_ctr, fine_ctr: CTR model options overriding `ranker_training.COARSE_DEFAULTS` /
             `FINE_DEFAULTS` (e.g. {"model": "deepfm"}, {"dim": 8}).
         seed: training seed.
     """

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recstack.ranking.dlrm_kernels import GatherInteraction, SortedRows, sort_rows
+from recstack.models.ctr.dlrm_kernels import GatherInteraction, SortedRows, sort_rows
 
 
 class GraphedDLRMStep:
