@@ -271,8 +271,11 @@ def test_ctr_ranker_adapter_speaks_raw_ids(world):
 
     calls = []
 
-    class FakeCTR:  # the recstack.models.ctr.CTRModel serving method, two tasks
-        def score_candidates(self, user, items, history=None, context=None):
+    class FakeCTR:  # the recstack.models.ctr.CTRModel serving methods (ScoresFeatureRows), two tasks
+        def predict_proba(self, frame):
+            raise NotImplementedError
+
+        def score_candidates(self, user, items, history=None, context=None, by_index=False):
             calls.append((user, items.tolist(), history, context))
             return np.stack([items.astype(np.float32), -items.astype(np.float32)], 1)
 
@@ -291,10 +294,16 @@ def test_ctr_ranker_adapter_speaks_raw_ids(world):
 def test_sequence_model_source(world):
     from recstack.pipeline.sources import SequenceModelSource
 
-    class NextItem:  # the SequentialRecommender serving method: the walk continues
+    class NextItem:  # the EncodesSequences serving methods: the walk continues
         n_items_ = 60
 
-        def recommend_sequence(self, histories, k=10):
+        def set_history(self, data):
+            raise NotImplementedError
+
+        def recommend_sequence(self, histories, k=10, exclude_seen=False):
+            raise NotImplementedError  # raw ids: the pipeline speaks indices
+
+        def recommend_sequence_indices(self, histories, k=10, exclude_seen=False):
             last = histories[0][-1]
             items = (last // PER_GROUP) * PER_GROUP + (last + 1 + np.arange(k)) % PER_GROUP
             return items[None, :], -np.arange(k, dtype=np.float32)[None, :]

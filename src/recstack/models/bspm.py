@@ -110,10 +110,6 @@ class BSPM(Recommender):
 
     # ---- fit / score -----------------------------------------------------------------------------
     def _fit(self, data: Interactions) -> None:
-        if self.sharpen_solver not in ("rk4", "euler"):
-            raise ValueError(f"bspm: sharpen_solver must be 'rk4' or 'euler', got {self.sharpen_solver!r}")
-        if self.combine not in ("last", "mean"):
-            raise ValueError(f"bspm: combine must be 'last' or 'mean', got {self.combine!r}")
         if min(self.blur_steps, self.sharpen_steps) < 1 or self.rank < 0:
             raise ValueError("bspm: blur_steps and sharpen_steps must be >= 1 and rank >= 0")
         self.rt_ = None

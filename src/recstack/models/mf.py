@@ -72,17 +72,13 @@ class MF(NeuralRecommender):
     _defaults: ClassVar[dict[str, Any]] = {"lr": 3e-3, "batch_size": 1024, "epochs": 100, "monitor": "recall@20"}
 
     def _build(self, meta: dict[str, Any]) -> nn.Module:
-        if self.loss not in ("bpr", "bce", "softmax", "ccl"):
-            raise ValueError(f"mf: unknown loss '{self.loss}': use bpr, bce, softmax or ccl")
         return MFModule(meta["n_users"], meta["n_items"], self.dim, self.init_std)
 
     def _examples(self, data: Interactions) -> dict[str, torch.Tensor]:
         if self.sampler == "popularity":
             self.sampler_ = PopularitySampler(data.item_counts(), exclude=self.seen_, device=self.device_)
-        elif self.sampler == "uniform":
+        else:  # "uniform" (the typed parameter admits no other value)
             self.sampler_ = UniformSampler(data.n_items, exclude=self.seen_, device=self.device_)
-        else:
-            raise ValueError(f"mf: unknown sampler '{self.sampler}': use uniform or popularity")
         return super()._examples(data)
 
     def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,6 +134,20 @@ class MF(NeuralRecommender):
         if self._cosine:
             return F.normalize(p, dim=-1), F.normalize(q, dim=-1)
         return p, q
+
+    # ---- ExportsEmbeddings: score = <user, item>, a learned item bias as one more column ----------
+    def _bias_column(self) -> bool:
+        return self.use_bias and not self._cosine
+
+    def item_embeddings(self) -> torch.Tensor:
+        """Item vectors as scored (an item bias appended as a last column when used)."""
+        q = self.embeddings()[1]
+        return torch.cat([q, self.module_.item_bias.weight], 1) if self._bias_column() else q
+
+    def user_embeddings(self, users: torch.Tensor) -> torch.Tensor:
+        """User vectors of `users` as scored (a 1 appended when the items carry a bias)."""
+        p = self.embeddings()[0][torch.as_tensor(users, device=self.device_)]
+        return torch.cat([p, torch.ones(len(p), 1, device=p.device, dtype=p.dtype)], 1) if self._bias_column() else p
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         p, q = self.embeddings()

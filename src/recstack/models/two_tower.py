@@ -30,8 +30,6 @@ from recstack.models.features import FeatureEncoder, History, MeanBag, build_fea
 from recstack.models.neural import NeuralRecommender
 from recstack.training.samplers import InBatchSampler, PopularitySampler, UniformSampler
 
-_LOSSES = ("in_batch", "mixed", "sampled", "bpr")
-
 
 class TwoTowerModule(nn.Module):
     """The boxes: one feature encoder + MLP per side, and the history-item table."""
@@ -132,10 +130,6 @@ class TwoTower(NeuralRecommender):
             item_vectors: Mapping[str, np.ndarray] | None = None) -> TwoTower:
         """Train on `data` (see `NeuralRecommender.fit`). `user_vectors` / `item_vectors`:
         precomputed dense features ``name -> [n_users or n_items, d]`` (e.g. text embeddings)."""
-        if self.loss not in _LOSSES:
-            raise ValueError(f"two_tower: unknown loss '{self.loss}': use {', '.join(_LOSSES)}")
-        if self.sampler not in ("uniform", "popularity"):
-            raise ValueError(f"two_tower: unknown sampler '{self.sampler}': use uniform or popularity")
         self._vectors = {"user": user_vectors, "item": item_vectors}
         self.added_items_: Tensor | None = None
         super().fit(data, valid, valid_exclude)

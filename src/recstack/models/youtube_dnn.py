@@ -99,8 +99,6 @@ class YouTubeDNN(NeuralRecommender):
 
     # ---- fit -----------------------------------------------------------------------------------
     def _setup(self, data: Interactions) -> dict[str, Any]:
-        if self.sampler not in ("uniform", "popularity"):
-            raise ValueError(f"youtube_dnn: unknown sampler '{self.sampler}': use uniform or popularity")
         if self.use_example_age and data.timestamp is None:
             raise ValueError("youtube_dnn: use_example_age needs timestamps")
         schema, user_t = build_features(data.user_features, data.n_users, None, self.feature_dim)

@@ -37,6 +37,7 @@ from recstack.features.specs import (
     Numeric,
     column_of,
 )
+from recstack.models.capabilities import ScoresFeatureRows
 from recstack.pipeline.catalog import ItemCatalog, UserStore
 
 
@@ -48,8 +49,9 @@ class CTRRanker:
     """
 
     def __init__(self, name: str, ranker: Any, catalog: ItemCatalog, users: UserStore) -> None:
-        if not hasattr(ranker, "score_candidates"):
-            raise TypeError(f"ranker '{name}': {type(ranker).__name__} has no score_candidates()")
+        if not isinstance(ranker, ScoresFeatureRows):
+            raise TypeError(f"ranker '{name}': {type(ranker).__name__} does not score feature rows "
+                            "(ScoresFeatureRows: predict_proba, score_candidates)")
         self.name, self.ranker, self.catalog, self.users = name, ranker, catalog, users
 
     def score(self, user: int | None, items: np.ndarray, history: np.ndarray,

@@ -7,6 +7,7 @@ import torch
 
 from recstack.index.embeddings import embedding_tables
 from recstack.models.base import Recommender
+from recstack.models.capabilities import FoldsInHistory
 
 
 class QueryEncoder:
@@ -22,7 +23,7 @@ class QueryEncoder:
     def __init__(self, model: Recommender, name: str, history_len: int = 50) -> None:
         self.name, self.model, self.history_len = name, model, history_len
         self.user_table, self.item_table = embedding_tables(model)
-        self._fold = hasattr(model, "new_user_embedding") and bool(getattr(model, "use_history", False))
+        self._fold = isinstance(model, FoldsInHistory) and bool(getattr(model, "use_history", False))
         self._memo: tuple[tuple, np.ndarray | None] = ((), None)
 
     def query(self, user: int | None, history: np.ndarray) -> np.ndarray | None:

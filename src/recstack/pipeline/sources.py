@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recstack.index.base import VectorIndex
+from recstack.models.capabilities import EncodesSequences
 from recstack.pipeline.embedding import QueryEncoder
 from recstack.pipeline.matrices import aggregate_rows, top_n
 from recstack.pipeline.request import Request
@@ -71,14 +72,14 @@ class NeighbourSource:
 
 
 class SequenceModelSource:
-    """A sequential recommender (GRU4Rec, SASRec, BERT4Rec, ... any model with
-    `recommend_sequence(histories, k)`) reading the request's recent items: next-item retrieval
-    that works for anonymous sessions too."""
+    """A sequential recommender (GRU4Rec, SASRec, BERT4Rec, ... any model that
+    `EncodesSequences`) reading the request's recent items: next-item retrieval that works for
+    anonymous sessions too."""
 
     def __init__(self, name: str, model: Any, n: int, last_n: int = 50) -> None:
-        if not hasattr(model, "recommend_sequence"):
-            raise ValueError(f"source '{name}': model '{getattr(model, 'name', model)}' has no "
-                             "recommend_sequence(); use a sequential model or a `matrix`")
+        if not isinstance(model, EncodesSequences):
+            raise ValueError(f"source '{name}': model '{getattr(model, 'name', model)}' does not encode "
+                             "sequences (EncodesSequences); use a sequential model or a `matrix`")
         self.name, self.model, self.n, self.last_n = name, model, n, last_n
 
     def candidates(self, req: Request) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +87,7 @@ class SequenceModelSource:
         if hist.size == 0:
             return _EMPTY
         k = min(self.model.n_items_, self.n + min(req.exclude.size, self.n))
-        items, scores = self.model.recommend_sequence([hist], k=k)
+        items, scores = self.model.recommend_sequence_indices([hist], k=k)
         items, scores = items[0].astype(np.int64), scores[0].astype(np.float32)
         keep = req.eligible(items) & np.isfinite(scores)
         return items[keep][: self.n], scores[keep][: self.n]

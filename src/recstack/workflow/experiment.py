@@ -19,6 +19,7 @@ from recstack.data.transforms import Split, split, to_implicit
 from recstack.evaluation import evaluate_ranking
 from recstack.evaluation.protocol import Protocol, get_protocol
 from recstack.models.base import Recommender, resolve_device
+from recstack.models.capabilities import EncodesSequences
 from recstack.models.registry import create_model
 from recstack.progress import step
 from recstack.workflow.config import ExperimentConfig
@@ -76,7 +77,7 @@ def evaluate(model: Recommender, sp: Split, proto: Protocol, ks=(5, 10, 20), pro
              return_topk: bool = False):
     """Full-ranking evaluation of `model` on the split's test part."""
     known = sp.history("train+valid") if sp.valid is not None else sp.train
-    if hasattr(model, "set_history"):  # sequential models predict the item after all known ones
+    if isinstance(model, EncodesSequences):  # sequential models predict the item after all known ones
         model.set_history(known)
     history = known.csr()
     return evaluate_ranking(
@@ -118,7 +119,7 @@ def fit_model(model: Recommender, sp: Split, seed: int = 0, valid_frac: float = 
     if not isinstance(model, NeuralRecommender):
         model.fit(sp.history("train+valid") if sp.valid is not None else sp.train)
         return {"fit_on": "train+valid" if sp.valid is not None else "train"}
-    if sp.valid is not None and hasattr(model, "set_history"):
+    if sp.valid is not None and isinstance(model, EncodesSequences):
         model.fit(sp.train, valid=sp.valid, valid_exclude=None if exclude_seen else nothing_csr(sp))
         model.set_history(sp.history("train+valid"))
         return {"fit_on": "train", "early_stopping_on": "valid", "selected_on": "validation",

@@ -32,6 +32,7 @@ from recstack.evaluation import evaluate_ranking
 from recstack.evaluation.protocol import Protocol
 from recstack.evaluation.selection import Candidate, select_best
 from recstack.models.base import resolve_device
+from recstack.models.capabilities import EncodesSequences
 from recstack.workflow.experiment import (
     ExperimentConfig,
     build_model,
@@ -125,7 +126,7 @@ def _score_point(cfg: ExperimentConfig, point: dict[str, Any], index: int, ks: t
         info["epochs_run"] = model.train_result_.epochs_run
     else:
         model.fit(v.fit_part)
-    if hasattr(model, "set_history"):  # sequential: predict the item after the training part
+    if isinstance(model, EncodesSequences):  # sequential: predict the item after the training part
         model.set_history(v.fit_part)
     fit_s = time.perf_counter() - t0
     res = evaluate_ranking(model.score_all, v.valid.csr(), exclude=v.exclude if v.proto.exclude_history else None,

@@ -22,7 +22,8 @@ and this base class does the rest:
 * histories: `fit` uses the training sequences as inputs (validation targets never appear in
   them); `set_history(interactions)` replaces them, e.g. with train + valid before the test, so
   `score_all(users)` / `recommend(users)` always score the item after the stored history;
-* anonymous sessions: `recommend_sequence(histories, k)` scores raw lists of item indices
+* anonymous sessions: `recommend_sequence(histories, k)` scores lists of raw item ids
+  (`recommend_sequence_indices` the same on item indices)
   (or raw ids) without any user id;
 * item attributes (`use_attributes`): the mean embedding of an item's attributes (the data's
   ``item_features.multihot["attributes"]``, e.g. from ``<stem>_item2attributes.json``) is
@@ -40,15 +41,13 @@ import torch
 from torch import Tensor, nn
 
 from recstack import losses
-from recstack.data.dataset import Interactions, Vocab
+from recstack.data.dataset import Interactions
 from recstack.data.transforms import build_sequences, user_sequences
 from recstack.evaluation.ranking import topk
 from recstack.models.neural import NeuralRecommender
 from recstack.models.sequential.layers import attribute_matrix
 from recstack.training.samplers import InBatchSampler, PopularitySampler, UniformSampler
 
-_LOSSES = ("ce", "sampled", "bce")
-_SAMPLERS = ("uniform", "popularity", "in_batch")
 # sequences scored per forward pass at inference (bounds activation memory)
 _SCORE_CHUNK = 4096
 
@@ -141,17 +140,12 @@ class SequentialRecommender(NeuralRecommender):
         user's training sequence (ranked excluding `valid_exclude`, by default the training
         items; pass an empty matrix to exclude nothing). Afterwards the stored histories are
         the training sequences: call `set_history` to continue from more."""
-        if self.loss not in _LOSSES:
-            raise ValueError(f"{self.name}: unknown loss '{self.loss}': use {', '.join(_LOSSES)}")
-        if self.sampler not in _SAMPLERS:
-            raise ValueError(f"{self.name}: unknown sampler '{self.sampler}': use {', '.join(_SAMPLERS)}")
         super().fit(data, valid, valid_exclude)
         return self
 
     def _setup(self, data: Interactions) -> dict[str, Any]:
         meta: dict[str, Any] = {"n_users": data.n_users, "n_items": data.n_items,
-                                "n_attributes": 0, "attr_width": 0,
-                                "item_ids": _json_ids(data.item_vocab)}
+                                "n_attributes": 0, "attr_width": 0}
         self._attr_bags = None
         if self.use_attributes:
             ft = data.item_features
@@ -282,9 +276,11 @@ class SequentialRecommender(NeuralRecommender):
         return self._score_sequences(self.history_[users], users)
 
     def encode_histories(self, histories: Sequence[Sequence[Any]] | Sequence[Any],
-                         raw_ids: bool = False) -> list[np.ndarray]:
-        """Histories as lists of item indices (one history may be given as a flat list); raw ids
-        are mapped through the training item vocabulary and unknown ones dropped."""
+                         raw_ids: bool = True) -> list[np.ndarray]:
+        """Histories as arrays of item indices (one history may be given as a flat list).
+
+        With `raw_ids` (the public default) the items are raw ids as in the data, mapped through
+        the training item vocabulary, unknown ones dropped; otherwise they are indices, checked."""
         if len(histories) == 0 or np.ndim(histories[0]) == 0:
             histories = [histories]
         out = []
@@ -300,25 +296,33 @@ class SequentialRecommender(NeuralRecommender):
             out.append(idx)
         return out
 
-    @torch.no_grad()
     def recommend_sequence(self, histories: Sequence[Sequence[Any]] | Sequence[Any], k: int = 10,
-                           exclude_seen: bool = False, raw_ids: bool = False
-                           ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k next items for anonymous sessions (no user id, no retraining).
+                           exclude_seen: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k next items for anonymous sessions (no user id, no retraining), in raw ids.
 
         Args:
-            histories: one chronological list of items per session (or a single flat list).
+            histories: one chronological list of raw item ids per session (or a single flat
+                list); ids the model does not know are skipped.
             k: list length (at most the catalogue size).
             exclude_seen: never recommend an item of the session itself.
-            raw_ids: histories hold raw item ids (as in the data file) and the returned items
-                are raw ids too; otherwise both are item indices ``0..n_items-1``.
 
         Returns:
-            ``(items [n_sessions, k], scores float32 [n_sessions, k])``; only real items, never
-            the padding or mask token.
+            ``(items [n_sessions, k] raw ids, scores float32 [n_sessions, k])``; only real items,
+            never the padding or mask token. `recommend_sequence_indices` works on indices.
         """
+        items, scores = self._recommend_sessions(self.encode_histories(histories, raw_ids=True), k, exclude_seen)
+        return self.item_vocab_.decode(items), scores
+
+    def recommend_sequence_indices(self, histories: Sequence[Sequence[int]] | Sequence[int], k: int = 10,
+                                   exclude_seen: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """`recommend_sequence` on item indices ``0..n_items-1`` (in and out): the serving
+        pipeline's variant."""
+        return self._recommend_sessions(self.encode_histories(histories, raw_ids=False), k, exclude_seen)
+
+    @torch.no_grad()
+    def _recommend_sessions(self, seqs: list[np.ndarray], k: int, exclude_seen: bool
+                            ) -> tuple[np.ndarray, np.ndarray]:
         self._check_fitted()
-        seqs = self.encode_histories(histories, raw_ids)
         lengths = np.array([len(s) for s in seqs], np.int64)
         flat = np.concatenate(seqs) if len(seqs) else np.zeros(0, np.int64)
         rows = torch.as_tensor(pad_left(flat, lengths, self.max_len), device=self.device_)
@@ -327,8 +331,7 @@ class SequentialRecommender(NeuralRecommender):
             r = torch.as_tensor(np.repeat(np.arange(len(seqs)), lengths), device=scores.device)
             scores[r, torch.as_tensor(flat, device=scores.device)] = float("-inf")
         v, i = topk(scores, min(k, self.n_items_))
-        items = i.cpu().numpy()
-        return (self.item_vocab_.decode(items) if raw_ids else items), v.cpu().numpy()
+        return i.cpu().numpy(), v.cpu().numpy()
 
     # ---- persistence ---------------------------------------------------------------------------
     def _state(self) -> dict[str, Tensor]:
@@ -338,18 +341,9 @@ class SequentialRecommender(NeuralRecommender):
         super()._load_state(state)
         self.history_ = state["history"].to(self.device_)
 
-    def _restore_meta(self, meta: dict[str, Any]) -> None:
-        super()._restore_meta(meta)
-        self.item_vocab_ = Vocab(np.asarray(meta["item_ids"]), "item_id")
 
 
 def _dot(h: Tensor, weights: Tensor, bias: Tensor | None, items: Tensor) -> Tensor:
     """Row-wise score of each hidden vector ``h[m]`` with item ``items[m]``."""
     s = (h * weights[items]).sum(-1)
     return s + bias[items] if bias is not None else s
-
-
-def _json_ids(vocab: Vocab) -> list[Any]:
-    """Raw item ids as JSON values (ints stay ints, anything else becomes str)."""
-    raw = vocab.raw
-    return raw.tolist() if raw.dtype.kind in "iu" else [str(x) for x in raw.tolist()]
