@@ -40,6 +40,10 @@ def test_every_stage_ran(run):
     assert "best_model" not in summary  # nothing is chosen on the test figures
     assert last["protocol"]["name"] == "loo" and last["protocol"]["ties"] == "random(seed=0)"
     assert last["metrics"]["ease"]["ndcg@10"] == round(summary["models"]["ease"]["metrics"]["ndcg@10"], 6)
+    # every model says where it trained (the bundle's models included)
+    assert all(m["device"] for m in summary["models"].values())
+    assert {"pop", "sasrec", "two_tower", "deepfm (ctr)", "pipeline fine_ctr"} <= set(last["devices"])
+    assert last["devices"]["two_tower"] == last["devices"]["pipeline fine_ctr"] == "cpu"
     assert Path(last["report"]) == out / "report.html" and (out / "report.html").is_file()
     assert f"recstack serve {summary['bundle']}" in " ".join(res.output.split())  # the next command
     models = summary["models"]

@@ -308,8 +308,11 @@ def quickstart(
     summary = run_quickstart(out=out, device=device, fast=fast, threads=threads or None)
     headline = ("ndcg@10", "hr@10", "recall@20")
     metrics = {n: {k: round(m["metrics"][k], 6) for k in headline} for n, m in summary["models"].items()}
+    devices = {n: m.get("device") for n, m in summary["models"].items() if m.get("device")}
+    devices |= {f"{n} (ctr)": m["device"] for n, m in summary["ctr"]["models"].items()}
+    devices |= {f"pipeline {n}": summary.get("bundle_device") for n in ("coarse_ctr", "fine_ctr")}
     print(json.dumps({"out": summary["out"], "protocol": summary["protocol"],
-                      "metrics": metrics, "device": summary["device"],
+                      "metrics": metrics, "device": summary["device"], "devices": devices,
                       "report": summary["report"], "bundle": summary["bundle"], "seconds": summary["seconds"]}))
 
 
@@ -379,6 +382,7 @@ def export_cmd(
     holdout: Annotated[bool, typer.Option("--holdout/--no-holdout", help="fit on the leave-one-out history only (for offline evaluation)")] = False,
     version: Annotated[str | None, typer.Option(help="bundle version label (default: UTC timestamp)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace an existing bundle at OUT")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda: where the bundle's models train (it is served on the CPU)")] = "auto",
 ) -> None:
     """Train the serving stack (two-tower + index, item-to-item, transitions, EASE) and write a
     bundle; LAST stdout line is JSON."""
@@ -390,12 +394,12 @@ def export_cmd(
         r = recipe_with_overrides(base, {**parse_sets(set_), **({"data": data} if data else {}),
                                          **({"holdout": True} if holdout else {})})
         path = export_bundle(r, out, version=version, overwrite=overwrite,
-                             log=lambda m: console.print(f"[dim]{m}[/dim]"))
+                             log=lambda m: console.print(f"[dim]{m}[/dim]"), device=device)
     except (DataError, ValueError, FileExistsError) as e:
         _fail(e)
     m = read_manifest(path, verify=False)
     print(json.dumps({"bundle": str(path), "version": m["version"], "files": len(m["files"]),
-                      "train_seconds": m["info"].get("train_seconds", {})}))
+                      "train_seconds": m["info"].get("train_seconds", {}), "device": m["info"].get("device")}))
 
 
 @app.command("serve")

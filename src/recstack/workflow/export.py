@@ -173,8 +173,9 @@ def training_data(recipe: ExportRecipe) -> tuple[Interactions, Any]:
 
 
 def export_bundle(recipe: ExportRecipe, out: str | Path, version: str | None = None,
-                  overwrite: bool = False, log=print) -> Path:
-    """Train the recipe's models and write the bundle to `out`."""
+                  overwrite: bool = False, log=print, device: str = "auto") -> Path:
+    """Train the recipe's models on `device` and write the bundle to `out` (the bundle itself
+    is device-free: the service loads it on the CPU)."""
     if Path(out).exists() and not overwrite:  # before minutes of training, not after
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     torch.manual_seed(recipe.seed)
@@ -193,22 +194,22 @@ def export_bundle(recipe: ExportRecipe, out: str | Path, version: str | None = N
         log(f"{name}: {timings[name]} s")
         return out_
 
-    tt = timed("two_tower", lambda: TwoTower(device="cpu", progress=False, patience=0,
+    tt = timed("two_tower", lambda: TwoTower(device=device, progress=False, patience=0,
                                              seed=recipe.seed, **recipe.two_tower).fit(data))
-    knn = timed("itemknn", lambda: ItemKNN(device="cpu", **recipe.itemknn).fit(data))
+    knn = timed("itemknn", lambda: ItemKNN(device=device, **recipe.itemknn).fit(data))
     matrices = {"itemknn": knn.sim_.tocsr()}
     if recipe.ease is not None:
-        ease = timed("ease", lambda: EASE(device="cpu", **recipe.ease).fit(data))
+        ease = timed("ease", lambda: EASE(device=device, **recipe.ease).fit(data))
         matrices["ease"] = dense_top_k(ease.B_, recipe.ease_top_k)
         del ease
     matrices["transitions"] = timed("transitions", lambda: transition_matrix(data, **recipe.transitions))
     index = timed("index", lambda: build_index(item_vectors(tt), IndexConfig.from_dict(recipe.index)))
-    info = {"recipe": asdict(recipe), "train_seconds": timings,
+    info = {"recipe": asdict(recipe), "train_seconds": timings, "device": str(tt.device_),
             "data": {"interactions": len(data), "users": data.n_users, "items": data.n_items}}
     with tempfile.TemporaryDirectory(prefix="recstack-rankers-") as tmp:
         extras = {}
         if ctr_extras:
-            info["rankers"] = timed("ctr_rankers", lambda: _train_ctr_rankers(recipe, data, tt, tmp, log))
+            info["rankers"] = timed("ctr_rankers", lambda: _train_ctr_rankers(recipe, data, tt, tmp, log, device))
             extras = {name: Path(tmp) / name for name in ctr_extras}
         path = write_bundle(
             out, config, ItemCatalog.from_interactions(data, recipe.category_field),
@@ -220,7 +221,7 @@ def export_bundle(recipe: ExportRecipe, out: str | Path, version: str | None = N
 
 
 def _train_ctr_rankers(recipe: ExportRecipe, data: Interactions, retrieval: Any, out: str,
-                       log) -> dict[str, Any]:
+                       log, device: str = "auto") -> dict[str, Any]:
     """The candidate-ranking task from `retrieval`'s candidates; coarse FM + fine DIN saved
     under `out` (see `recstack.pipeline.ranker_training`)."""
     from recstack.pipeline.ranker_training import (
@@ -235,7 +236,7 @@ def _train_ctr_rankers(recipe: ExportRecipe, data: Interactions, retrieval: Any,
     log(f"candidate-ranking task: {task.info['train']:,} train rows, {task.info['valid']:,} valid rows")
     seed = {"seed": recipe.seed}
     report = train_pipeline_rankers(task, out, {**seed, **recipe.coarse_ctr}, {**seed, **recipe.fine_ctr},
-                                    device="cpu", log=log)
+                                    device=device, log=log)
     return {"task": task.info, **{k: {kk: vv for kk, vv in v.items() if kk != "path"} for k, v in report.items()}}
 
 
@@ -257,7 +258,8 @@ def recipe_with_overrides(recipe: ExportRecipe, overrides: dict[str, Any]) -> Ex
 
 
 def add_ctr_rankers(src: str | Path, out: str | Path, recipe_overrides: dict[str, Any] | None = None,
-                    version: str | None = None, overwrite: bool = False, log=print) -> Path:
+                    version: str | None = None, overwrite: bool = False, log=print,
+                    device: str = "auto") -> Path:
     """A copy of the bundle at `src` with the coarse / fine CTR rankers trained (as `export_bundle`
     does, on the data its manifest's recipe names, with its two-tower as the candidate
     generator) and the pipeline's stages switched to `default_pipeline(recipe.rankers)`'s (the
@@ -277,7 +279,7 @@ def add_ctr_rankers(src: str | Path, out: str | Path, recipe_overrides: dict[str
     cfg["coarse"], cfg["fine"] = ctr["coarse"], ctr["fine"]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="recstack-rankers-") as tmp:
-        report = _train_ctr_rankers(recipe, data, a.model("two_tower"), tmp, log)
+        report = _train_ctr_rankers(recipe, data, a.model("two_tower"), tmp, log, device)
         info = {**b.manifest["info"], "recipe": asdict(recipe), "rankers": report,
                 "ctr_added_to": {"path": str(b.path), "version": b.version,
                                  "seconds": round(time.perf_counter() - t0, 1)}}

@@ -235,14 +235,15 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
     topk: dict[str, np.ndarray] = {}
     curves: dict[str, dict[str, Any]] = {}
 
-    def record(name: str, kind: str, model, fit_s: float, extra: dict[str, Any] | None = None) -> None:
+    def record(name: str, kind: str, model, fit_s: float, extra: dict[str, Any] | None = None,
+               trained_on: str | None = None) -> None:
         res = evaluate(model, sp, proto, KS, progress=False, return_topk=True)
         recs = np.asarray(res.topk[:, : max(KS)])
         metrics = {k: float(v) for k, v in res.summary().items()}
         metrics.update(_beyond(recs, item_pop, data.n_items, data.n_users))
         models[name] = {"kind": kind, "metrics": metrics, "train_seconds": round(fit_s, 2),
                         "eval_seconds": round(float(res.seconds), 2), "users": int(len(res.users)),
-                        **(extra or {})}
+                        "device": trained_on or str(model.device_), **(extra or {})}
         topk[name] = recs
 
     # ---- 2. baselines ----
@@ -284,7 +285,8 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
         train_s = time.perf_counter() - t1
         ev = r.evaluate(task.test)
         ctr["models"][name] = {"auc": float(ev["auc"]), "logloss": float(ev["logloss"]),
-                               "train_seconds": round(train_s, 2), "best_epoch": r.train_result_.best_epoch}
+                               "train_seconds": round(train_s, 2), "best_epoch": r.train_result_.best_epoch,
+                               "device": str(r.device_)}
         curves[f"{name} (CTR)"] = _curve(r.train_result_.history, "auc")
         if name == "deepfm":
             r.save(out / "models" / "deepfm_ctr")
@@ -317,7 +319,8 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
     # (no spinner around it: the rankers' training shows its own progress bars)
     console.print(f"[bold]serving stack[/bold]: two-tower ({S.two_tower_epochs} epochs), HNSW index, "
                   "item-item and transition matrices, coarse / fine CTR rankers")
-    export_bundle(recipe, staging, overwrite=True, log=lambda m: console.print(f"  [dim]{m}[/dim]"))
+    export_bundle(recipe, staging, overwrite=True, log=lambda m: console.print(f"  [dim]{m}[/dim]"),
+                  device=device)
     with step("adding SASRec to the pipeline and writing the bundle") as s:
         b = load_bundle(staging)
         a = b.assets
@@ -346,7 +349,8 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
     # the two-tower of the bundle, exact full ranking (no index, no pipeline)
     tt = bundle.assets.model("two_tower")
     with step("evaluating the two-tower retriever (exact full ranking)"):
-        record("two_tower", "retrieval", tt, float(manifest_info.get("train_seconds", {}).get("two_tower", 0.0)))
+        record("two_tower", "retrieval", tt, float(manifest_info.get("train_seconds", {}).get("two_tower", 0.0)),
+               {"evaluated_on": str(tt.device_)}, trained_on=manifest_info.get("device"))
     curves = {"two_tower": _curve(_read_log(logs / "two_tower.jsonl"), None), **curves}
     for name in ("coarse_ctr", "fine_ctr"):
         hist = _read_log(logs / f"{name}.jsonl")
@@ -376,7 +380,7 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
         console.print(f"  {name:32s} ndcg@10 {metrics['ndcg@10']:.4f}  hr@10 {metrics['hr@10']:.4f}  "
                       f"{ms.get('total', 0.0):.1f} ms/request")
     full_name = "full pipeline (+ re-ranking)"
-    models["pipeline"] = {"kind": "pipeline", **stages[full_name]}
+    models["pipeline"] = {"kind": "pipeline", "device": "cpu (the service's)", **stages[full_name]}
     topk["pipeline"] = topk[full_name]
     clock("pipeline_eval", t0)
 
@@ -431,6 +435,7 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
         "stages": stages,
         "ctr": ctr,
         "pipeline_rankers": manifest_info.get("rankers"),
+        "bundle_device": manifest_info.get("device"),
         "learning_curves": curves,
         "popularity_profile": popularity,
         "embedding_map": {k: emb_map[k] for k in ("model", "min_interactions", "label_counts")}
