@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from recstack.data.criteo import CAT_COLUMNS, INT_COLUMNS, LABEL
-from recstack.features.hashing import mix64
+from recstack.data.hashing import mix64
 
 # Cardinalities of the 26 categorical fields of the Criteo Kaggle (display advertising) data.
 CRITEO_CARDINALITIES = (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593,

@@ -1,7 +1,7 @@
 """The feature pipeline: declared schema -> fitted vocabularies/statistics -> model tensors,
 identical at training and serving time; and the store of raw user/item attributes."""
 
-from recstack.features.hashing import fnv1a64, hash_bucket, mix64
+from recstack.data.hashing import fnv1a64, hash_bucket, mix64
 from recstack.features.pipeline import BagLayout, FeaturePipeline, Layout
 from recstack.features.specs import (
     MISSING,

@@ -34,7 +34,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from recstack.data.errors import DataError
-from recstack.features.hashing import combine_codes, hash_bucket
+from recstack.data.hashing import combine_codes, hash_bucket
 from recstack.features.specs import (
     NUMERIC_TRANSFORMS,
     Bucketized,

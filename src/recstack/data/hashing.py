@@ -1,4 +1,5 @@
-"""Stable hashing of feature values: the same bucket on every machine, process and version.
+"""Stable hashing of values: the same bucket on every machine, process and version (in the
+data layer: generated data and the feature system both use it).
 
 Python's ``hash`` is salted per process and polars' hash may change between releases, so a
 hashed feature fitted today could land in other buckets at serving time. Here every value is
