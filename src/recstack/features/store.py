@@ -85,6 +85,16 @@ class FeatureStore:
         pos = pl.Series(np.arange(table.height, dtype=np.int64))
         return ids.cast(pl.String).replace_strict(keys, pos, default=None, return_dtype=pl.Int64)
 
+    def rows_of(self, kind: str, ids: Any) -> np.ndarray:
+        """Row (index) of each raw user or item id (`kind` "user" / "item") in the store's
+        table, int64, -1 where unknown."""
+        table, key = (self.users, self.user_key) if kind == "user" else (self.items, self.item_key)
+        if table is None:
+            raise ValueError(f"feature store: no {kind} table")
+        s = ids if isinstance(ids, pl.Series) else pl.Series([str(x) for x in np.atleast_1d(np.asarray(ids, dtype=object))],
+                                                             dtype=pl.String)
+        return self._rows(table, key, s).fill_null(-1).to_numpy().astype(np.int64)
+
     def _attach(self, events: pl.DataFrame, table: pl.DataFrame | None, key: str) -> pl.DataFrame:
         if table is None:
             return events

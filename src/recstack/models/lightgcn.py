@@ -101,6 +101,7 @@ class LightGCN(MF):
         self.adj_, self.cache_ = None, (None,)
         return super().fit(data, valid=valid, valid_exclude=valid_exclude)
 
+    @torch.no_grad()
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():  # lets _tables cache the propagation across chunks of users
             return super().score_all(users)

@@ -149,6 +149,7 @@ class MF(NeuralRecommender):
         p = self.embeddings()[0][torch.as_tensor(users, device=self.device_)]
         return torch.cat([p, torch.ones(len(p), 1, device=p.device, dtype=p.dtype)], 1) if self._bias_column() else p
 
+    @torch.no_grad()
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         p, q = self.embeddings()
         s = p[users.to(p.device)] @ q.T

@@ -233,6 +233,7 @@ class TwoTower(NeuralRecommender):
             self._item_cache = torch.cat(chunks)
         return self._item_cache
 
+    @torch.no_grad()
     def score_all(self, users: Tensor) -> Tensor:
         return self.user_embeddings(users) @ self.item_embeddings().T
 

@@ -167,6 +167,7 @@ class YouTubeDNN(NeuralRecommender):
         w = m.item.weight.float()
         return torch.cat([w, m.item_bias.weight.float()], 1) if self.use_bias else w
 
+    @torch.no_grad()
     def score_all(self, users: Tensor) -> Tensor:
         return self.user_embeddings(users) @ self.item_embeddings().T
 

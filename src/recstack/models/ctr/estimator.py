@@ -220,8 +220,8 @@ class CTRModel(Model):
             return
         if st.user_key not in frame.columns or st.item_key not in frame.columns:
             return
-        u = FeatureStore._rows(st.users, st.user_key, frame[st.user_key]).to_numpy()
-        i = FeatureStore._rows(st.items, st.item_key, frame[st.item_key]).to_numpy()
+        u = st.rows_of("user", frame[st.user_key])
+        i = st.rows_of("item", frame[st.item_key])
         keep = (u >= 0) & (i >= 0)
         import scipy.sparse as sp
 
@@ -304,8 +304,8 @@ class CTRModel(Model):
         returned. -> (items [n, k] (None where fewer are left), P(click) float32 [n, k])."""
         self._check_fitted()
         st = self._need_store("recommend")
-        user_ids = np.atleast_1d(np.asarray(users, dtype=object if isinstance(users, str) else None))
-        rows = FeatureStore._rows(st.users, st.user_key, pl.Series(user_ids)).to_numpy()
+        user_ids = np.atleast_1d(np.asarray(users, dtype=object))
+        rows = st.rows_of("user", user_ids)
         if len(rows) and rows.min() < 0:
             bad = user_ids[rows < 0][:5].tolist()
             raise ValueError(f"{self.name}: {int((rows < 0).sum())} unknown user id(s), e.g. {bad}")

@@ -116,6 +116,8 @@ class SequentialRecommender(NeuralRecommender):
         init_std: std of the normal initialisation of embeddings.
     """
 
+    task: ClassVar[str] = "sequential"
+
     name = "base"
     causal = True  # next-item targets at every position (BERT4Rec: masked positions)
 
