@@ -18,7 +18,7 @@ from recstack.configs import ConfigError
 from recstack.models.registry import model_class, model_names
 from recstack.workflow.config import ExperimentConfig, experiment_config, load_experiment
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REPO_CONFIGS = ROOT / "configs"
 MODEL_FILES = sorted((REPO_CONFIGS / "models").glob("*.yaml"))
 runner = CliRunner()

@@ -130,7 +130,7 @@ def test_every_image_in_the_report_decodes(run):
             im.verify()
         with Image.open(io.BytesIO(raw)) as im:
             assert im.format == "PNG" and im.width > 100 and im.height > 100
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
     try:
         from screenshot_report import decode_images
     finally:

@@ -7,9 +7,8 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import make_rating_log  # tests/ is on sys.path under pytest
 
-from recstack.data import from_raw
-from recstack.data.dataset import FeatureTable
 from recstack.data.errors import DataError
 from recstack.features import (
     Bucketized,
@@ -157,25 +156,8 @@ def test_recent_history_is_strictly_earlier():
     assert rows == [[15], [15, 10], [15, 10], [], [11, 12], []]
 
 
-def _tiny_interactions():
-    rng = np.random.default_rng(0)
-    n = 600
-    users, items = rng.integers(0, 30, n), rng.integers(0, 40, n)
-    data = from_raw(users * 7 + 100, items + 1000, rating=rng.integers(1, 6, n).astype(float),
-                    timestamp=rng.integers(0, 300, n))
-    data.user_features = FeatureTable(
-        n=data.n_users,
-        categorical={"gender": (np.arange(data.n_users) % 2, np.array(["F", "M"], dtype=object))},
-        numeric={"age": (18 + np.arange(data.n_users) % 40).astype(np.float32)})
-    off = np.arange(data.n_items + 1) * 2
-    data.item_features = FeatureTable(
-        n=data.n_items, multihot={"genre": (off, np.arange(2 * data.n_items) % 5,
-                                            np.array(list("abcde"), dtype=object))})
-    return data
-
-
 def test_train_serve_equality_through_the_store():
-    task = interactions_ctr_task(_tiny_interactions(), history_len=5)
+    task = interactions_ctr_task(make_rating_log(), history_len=5)
     pipe = FeaturePipeline(task.features).fit(task.train)
     test = task.test
     offline = pipe.transform(test)
@@ -189,7 +171,7 @@ def test_train_serve_equality_through_the_store():
 
 
 def test_store_save_load_and_unknown_ids(tmp_path):
-    task = interactions_ctr_task(_tiny_interactions(), history_len=5)
+    task = interactions_ctr_task(make_rating_log(), history_len=5)
     task.store.save(tmp_path / "store")
     store = FeatureStore.load(tmp_path / "store")
     a = task.store.request(107, [1000, 1001], context=None)

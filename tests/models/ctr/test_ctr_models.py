@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from test_features_pipeline import _tiny_interactions  # tests/ is on sys.path under pytest
+from conftest import make_rating_log  # tests/ is on sys.path under pytest
 from typer.testing import CliRunner
 
 from recstack.cli import app
@@ -267,7 +267,7 @@ def test_youtube_weighted_logistic_loss_by_hand():
 # ---- persistence, serving ----------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["din", "wide_deep", "mmoe"])
 def test_save_load_and_score_candidates_equal_offline_scores(tmp_path, name):
-    task = interactions_ctr_task(_tiny_interactions(), history_len=5)
+    task = interactions_ctr_task(make_rating_log(), history_len=5)
     r = create_model(name, device="cpu", progress=False, epochs=2, batch_size=64, dim=4)
     r.fit(task)
     test = task.test
