@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from recstack.data.readers import load
-from recstack.exploration import EpsilonGreedy, NoExploration, ThompsonSampling
+from recstack.pipeline.exploration import EpsilonGreedy, NoExploration, ThompsonSampling
 from recstack.models import EASE
 
 

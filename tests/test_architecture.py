@@ -19,7 +19,7 @@ LAYERS: list[list[str]] = [
     ["recstack.distributed", "recstack.training"],
     ["recstack.models"],
     ["recstack.index"],
-    ["recstack.pipeline", "recstack.abtest", "recstack.exploration"],
+    ["recstack.pipeline", "recstack.abtest"],
     ["recstack.serving"],
     ["recstack.workflow"],
     ["recstack.cli"],

@@ -305,3 +305,25 @@ def test_youtube_dnn_learns_exports_and_round_trips(planted_data):
     loaded = Recommender.load(_save(model), device="cpu")
     np.testing.assert_array_equal(model.recommend(users.numpy(), k=5)[0],
                                   loaded.recommend(users.numpy(), k=5)[0])
+
+
+def test_item_text_feeds_the_content_encoders_vectors(planted_data, monkeypatch):
+    """`item_text=True` asks `recstack.content` for every item's sentence embedding and feeds it
+    to the item tower (the encoder itself is optional: a deterministic stand-in here)."""
+    import recstack.content as content
+
+    data, _ = planted_data
+    seen = {}
+
+    def fake_vectors(d, cache_dir=None, fields=None):
+        seen["n"] = d.n_items
+        rng = np.random.default_rng(0)
+        return rng.normal(size=(d.n_items, 6)).astype(np.float32)
+
+    monkeypatch.setattr(content, "item_content_vectors", fake_vectors)
+    model = TwoTower(epochs=1, item_text=True, **FAST).fit(data)
+    assert seen["n"] == data.n_items
+    dense = [d["name"] for d in model.meta_["item_schema"]["dense"]]
+    assert dense == ["text"]  # a dense input of the item tower
+    plain = TwoTower(epochs=1, **FAST).fit(data)
+    assert [d["name"] for d in plain.meta_["item_schema"]["dense"]] == []

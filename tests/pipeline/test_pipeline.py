@@ -357,6 +357,32 @@ def test_rerank_mmr_caps_promotion_freshness():
 
 
 
+def test_rerank_explores_items_with_little_history_and_learns_from_feedback():
+    """Exploration slots: at most max_share of k go to pool items (popularity <= max_popularity),
+    never to ineligible ones; feedback moves the bandit towards the item that gets clicked."""
+    n = 12
+    cat = small_catalog(n)
+    cat.popularity = np.where(np.arange(n) >= 8, 0.0, 50.0).astype(np.float32)  # items 8-11: new
+    items, scores = np.arange(8), np.linspace(1, 0.3, 8)
+    rr = Reranker(RerankConfig(explore={"policy": "thompson", "max_share": 0.25, "max_popularity": 0}), cat)
+    assert rr.explore_pool.tolist() == [8, 9, 10, 11]
+    out = rr.run(items, scores, plain_request(8, exclude=[9]))
+    assert out.items.tolist()[:6] == list(range(6)) and out.rules[:6] == ["score"] * 6
+    assert out.rules[6:] == ["explore", "explore"] and set(out.items[6:].tolist()) <= {8, 10, 11}
+    assert np.isnan(out.scores[6:]).all() and (out.positions[6:] == -1).all()
+    # item 11 is clicked every time it is shown, the others never: it wins the slots
+    for _ in range(200):
+        shown = rr.run(items, scores, plain_request(8)).items[6:]
+        rr.explorer.update(shown, (shown == 11).astype(np.int64))
+    picks = [rr.run(items, scores, plain_request(8)).items[6:].tolist() for _ in range(50)]
+    assert sum(11 in p for p in picks) >= 45
+    with pytest.raises(ValueError, match="policy"):
+        RerankConfig(explore={"policy": "ucb"})
+    # the config round-trips through JSON as data
+    cfg = PipelineConfig.from_dict(base_config(rerank={"explore": {"policy": "epsilon_greedy", "max_share": 0.1}}))
+    assert PipelineConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
 def _greedy_reference(rr: Reranker, items, rel, final, k):
     """The MMR / cap / freshness greedy pick written plainly (recomputed masks and objective)."""
     cfg, cat = rr.config, rr.catalog

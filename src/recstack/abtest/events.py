@@ -1,6 +1,6 @@
 """The service's A/B event log (`recstack serve --event-log`), joined for analysis.
 
-Lines are JSON objects of two types (see `recstack.serving.experiment`):
+Lines are JSON objects of two types (see `recstack.serving.abtest`):
 
     {"type": "impression", "request_id": "...", "variant": "B", "propensity": 0.3,
      "unit": "user", "unit_id": "42", "items": [{"item": 7, "pos": 0}, ...], ...}

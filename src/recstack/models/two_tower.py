@@ -101,6 +101,9 @@ class TwoTower(NeuralRecommender):
             teaches the towers to work from features alone (cold start); with 0, unseen
             entities get the mean id embedding instead.
         init_std: std of the embedding initialisation.
+        item_text: feed the item tower sentence embeddings of each item's text (title, genres,
+            tags; `recstack.content`: needs ``pip install "recstack[content]"``), so items are
+            placed by what they are, and new items by their text alone.
     """
 
     name = "two_tower"
@@ -111,9 +114,10 @@ class TwoTower(NeuralRecommender):
                  use_item_features: bool = True, use_history: bool = False, normalize: bool = True,
                  temperature: float = 0.1, loss: Literal["in_batch", "mixed", "sampled", "bpr"] = "in_batch", n_negatives: int = 256,
                  sampler: Literal["uniform", "popularity"] = "uniform", logq: bool = True, id_dropout: float = 0.0,
-                 init_std: float = 0.05, device: str = "auto", **train: Any) -> None:
+                 init_std: float = 0.05, item_text: bool = False, device: str = "auto", **train: Any) -> None:
         super().__init__(device, **train)
         self.dim, self.tower, self.id_dim, self.feature_dim = dim, tuple(tower), id_dim, feature_dim
+        self.item_text = item_text
         self.history_dim, self.max_history = history_dim, max_history
         self.use_user_id, self.use_item_id = use_user_id, use_item_id
         self.use_user_features, self.use_item_features = use_user_features, use_item_features
@@ -130,6 +134,10 @@ class TwoTower(NeuralRecommender):
             item_vectors: Mapping[str, np.ndarray] | None = None) -> TwoTower:
         """Train on `data` (see `NeuralRecommender.fit`). `user_vectors` / `item_vectors`:
         precomputed dense features ``name -> [n_users or n_items, d]`` (e.g. text embeddings)."""
+        if self.item_text and not (item_vectors and "text" in item_vectors):
+            from recstack.content import item_content_vectors
+
+            item_vectors = {**(item_vectors or {}), "text": item_content_vectors(data)}
         self._vectors = {"user": user_vectors, "item": item_vectors}
         self.added_items_: Tensor | None = None
         super().fit(data, valid, valid_exclude)

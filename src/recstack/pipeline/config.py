@@ -101,6 +101,37 @@ class PromotedSlot:
 
 
 @dataclass
+class ExploreConfig:
+    """Exploration slots in the re-ranking stage (`recstack.pipeline.exploration`): at most
+    `max_share` of a response's k slots go to items with little history, picked by a bandit
+    that learns their click rate from `POST /feedback`.
+
+    Args:
+        policy: "thompson" (Beta-Bernoulli Thompson sampling) or "epsilon_greedy".
+        max_share: the share of the k slots that may be explored (0..1).
+        max_popularity: the pool: items with at most this many training interactions.
+        epsilon: epsilon_greedy only: the chance of a uniformly random pick per slot.
+        seed: seed of the bandit's random draws.
+    """
+
+    policy: str = "thompson"
+    max_share: float = 0.2
+    max_popularity: int = 5
+    epsilon: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.policy not in ("thompson", "epsilon_greedy"):
+            raise ValueError(f"rerank.explore: policy must be 'thompson' or 'epsilon_greedy', got {self.policy!r}")
+        if not 0.0 <= self.max_share <= 1.0:
+            raise ValueError(f"rerank.explore: max_share must be in [0, 1], got {self.max_share}")
+        if self.max_popularity < 0:
+            raise ValueError(f"rerank.explore: max_popularity must be >= 0, got {self.max_popularity}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"rerank.explore: epsilon must be in [0, 1], got {self.epsilon}")
+
+
+@dataclass
 class RerankConfig:
     """The last stage.
 
@@ -114,6 +145,7 @@ class RerankConfig:
         mmr_model: embedding model whose item vectors measure similarity for MMR.
         category_cap: at most this many items of one (primary) category; None = no cap.
         promoted: items pinned to given positions.
+        explore: exploration slots for items with little history (None: no exploration).
     """
 
     filter_seen: bool = True
@@ -123,8 +155,11 @@ class RerankConfig:
     mmr_model: str | None = None
     category_cap: int | None = None
     promoted: list[PromotedSlot] = field(default_factory=list)
+    explore: ExploreConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.explore, dict):
+            self.explore = _from_dict(ExploreConfig, self.explore, "rerank.explore")
         if not 0 <= self.mmr_lambda <= 1:
             raise ValueError(f"rerank: mmr_lambda must be in [0, 1], got {self.mmr_lambda}")
         if self.mmr_lambda < 1 and self.mmr_model is None:

@@ -13,7 +13,8 @@ from recstack.pipeline.config import RerankConfig
 from recstack.pipeline.request import Request
 
 # rules reported in traces
-SCORE, FRESHNESS, MMR, CAP, PROMOTED = "score", "freshness", "mmr", "category_cap", "promoted"
+SCORE, FRESHNESS, MMR, CAP, PROMOTED, EXPLORE = ("score", "freshness", "mmr", "category_cap", "promoted",
+                                                 "explore")
 
 
 @dataclass
@@ -40,6 +41,10 @@ class Reranker:
         item_vectors: L2-normalised item embeddings for MMR similarity (needed when
             mmr_lambda < 1).
         promoted: (item index, slot) pairs, already encoded.
+
+    With ``config.explore``, the last slots (at most ``max_share`` of k) go to items with at most
+    ``max_popularity`` training interactions, picked by a bandit (`self.explorer`) that the
+    service's feedback updates; their rule is "explore".
     """
 
     def __init__(self, config: RerankConfig, catalog: ItemCatalog, item_vectors: np.ndarray | None = None,
@@ -52,6 +57,13 @@ class Reranker:
             item_vectors = (item_vectors / np.maximum(norms, 1e-12)).astype(np.float32)
         self.vectors = item_vectors
         self.promoted = sorted(promoted or [], key=lambda p: p[1])
+        self.explorer, self.explore_pool = None, np.zeros(0, np.int64)
+        ex = config.explore
+        if ex is not None:
+            from recstack.pipeline.exploration import make_explorer
+
+            self.explorer = make_explorer(ex.policy, catalog.n_items, ex.max_share, ex.seed, ex.epsilon)
+            self.explore_pool = np.flatnonzero(np.asarray(catalog.popularity) <= ex.max_popularity).astype(np.int64)
 
     def run(self, items: np.ndarray, scores: np.ndarray, req: Request) -> Reranked:
         """Pick `req.k` of the (eligible) `items` given the last stage's `scores`."""
@@ -67,7 +79,26 @@ class Reranker:
                 pos, rules = self._greedy(items, rel, final, k)
             final = final[pos].astype(np.float32)
         out_items = items[pos]
-        return self._promote(Reranked(out_items, pos, final, rules), items, req, k)
+        out = self._explore(Reranked(out_items, pos, final, rules), items, req, k)
+        return self._promote(out, items, req, k)
+
+    def _explore(self, out: Reranked, candidates: np.ndarray, req: Request, k: int) -> Reranked:
+        """Give the last exploration slots to pool items the bandit picks (eligible ones only)."""
+        if self.explorer is None or len(self.explore_pool) == 0:
+            return out
+        pool = self.explore_pool[req.eligible(self.explore_pool)]
+        slate = self.explorer.rerank(out.items, pool, k)
+        n_kept = int(np.sum(slate[: len(out.items)] == out.items[: len(slate)]))
+        if len(slate) == len(out.items) and n_kept == len(slate):
+            return out
+        where = {int(it): j for j, it in enumerate(candidates.tolist())}
+        keep = min(n_kept, len(out.items))
+        new = slate[keep:]
+        return Reranked(
+            np.concatenate([out.items[:keep], new]).astype(np.int64),
+            np.concatenate([out.positions[:keep], [where.get(int(i), -1) for i in new]]).astype(np.int64),
+            np.concatenate([out.scores[:keep], np.full(len(new), np.nan, np.float32)]).astype(np.float32),
+            [*out.rules[:keep], *([EXPLORE] * len(new))])
 
     def _by_score(self, items, rel, final, k):
         pos = np.lexsort((items, -final))[:k]

@@ -119,7 +119,7 @@ class VariantInfo(BaseModel):
     path: str
 
 
-class ExperimentInfo(BaseModel):
+class ABTestInfo(BaseModel):
     name: str | None = Field(description="None when serving one bundle without an experiment")
     control: str
     variants: list[VariantInfo]

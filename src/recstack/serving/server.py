@@ -10,7 +10,7 @@ import torch
 import uvicorn
 
 from recstack.serving.app import ServiceSettings, create_app
-from recstack.serving.experiment import ExperimentConfig
+from recstack.serving.abtest import ABTestConfig
 
 
 def configure_runtime(threads: int = 1) -> None:
@@ -25,7 +25,7 @@ def configure_runtime(threads: int = 1) -> None:
 def serve(bundle: str | Path | None, host: str = "127.0.0.1", port: int = 8000,
           settings: ServiceSettings | None = None, threads: int = 1,
           graceful_timeout: float = 10.0, log_level: str = "warning",
-          experiment: ExperimentConfig | None = None) -> None:
+          experiment: ABTestConfig | None = None) -> None:
     """Serve `bundle` (or the variants of an A/B `experiment`) until SIGINT / SIGTERM; on
     shutdown, new connections are refused, /ready turns 503, and in-flight requests get up to
     `graceful_timeout` seconds to finish."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recstack.exploration import EpsilonGreedy, NoExploration, ThompsonSampling
+from recstack.pipeline.exploration import EpsilonGreedy, NoExploration, ThompsonSampling
 
 
 def test_reserved_share_is_bounded_and_logged():

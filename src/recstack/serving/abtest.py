@@ -19,7 +19,7 @@ Config (JSON or YAML; relative bundle paths are resolved against the config file
 
 The event log is JSON lines, written by a background thread (the request only queues a dict):
 one `impression` per /recommend answer and one `feedback` per /feedback call, joined on
-`request_id` by `recstack experiment analyze`.
+`request_id` by `recstack abtest analyze`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class VariantConfig:
 
 
 @dataclass
-class ExperimentConfig:
+class ABTestConfig:
     """Variants served side by side; `salt` (default: `name`) keys the hash."""
 
     name: str
@@ -97,7 +97,7 @@ class ExperimentConfig:
         return assign_variant(unit, self.names, [v.weight for v in self.variants], salt=self.salt)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], base: Path | None = None) -> ExperimentConfig:
+    def from_dict(cls, d: dict[str, Any], base: Path | None = None) -> ABTestConfig:
         if not isinstance(d, dict):
             raise ValueError("experiment config: expected a mapping with name and variants")
         unknown = set(d) - {"name", "variants", "salt", "control"}
@@ -115,13 +115,13 @@ class ExperimentConfig:
         return cls(name=d["name"], variants=variants, salt=d.get("salt"), control=d.get("control"))
 
     @classmethod
-    def load(cls, path: str | Path) -> ExperimentConfig:
+    def load(cls, path: str | Path) -> ABTestConfig:
         """From a JSON or YAML file (relative bundle paths: relative to the file's folder)."""
         p = Path(path)
         return cls.from_dict(yaml.safe_load(p.read_text()), base=p.parent)
 
     @classmethod
-    def single(cls, bundle: str | Path) -> ExperimentConfig:
+    def single(cls, bundle: str | Path) -> ABTestConfig:
         """Plain serving: one variant named `default`."""
         return cls(name=DEFAULT_VARIANT, variants=[VariantConfig(DEFAULT_VARIANT, str(bundle))])
 

@@ -8,11 +8,16 @@ at most `max_share` of the slots for such items and learns their click rate from
 - `ThompsonSampling`: each candidate's click rate has a Beta(a + clicks, b + skips) posterior;
   a reserved slot shows the candidate with the highest posterior draw (Beta-Bernoulli bandit).
 
-Both log what they explored (`log`), and are updated with `update(items, clicks)`.
+Both log what they explored (`log`, the latest `log_size` entries), and are updated with
+`update(items, clicks)`. In the serving pipeline the re-ranking stage holds one explorer
+(`RerankConfig.explore`, built by `make_explorer`) over the items with little history, and the
+service's `POST /feedback` updates it.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,9 +30,10 @@ class _Explorer:
     n_items: int
     max_share: float = 0.2
     seed: int = 0
+    log_size: int = 10_000  # a service runs for months: keep the latest entries only
     shown: np.ndarray = field(init=False)
     clicked: np.ndarray = field(init=False)
-    log: list[dict] = field(init=False, default_factory=list)
+    log: deque = field(init=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_share <= 1.0:
@@ -35,12 +41,20 @@ class _Explorer:
         self.shown = np.zeros(self.n_items, np.int64)
         self.clicked = np.zeros(self.n_items, np.int64)
         self.rng = np.random.default_rng(self.seed)
+        self.log = deque(maxlen=self.log_size)
+        self._lock = threading.Lock()  # the service's worker threads share one explorer
 
     def update(self, items: np.ndarray, clicks: np.ndarray) -> None:
         """Record impressions of `items` and whether each was clicked (vectorised)."""
         items = np.asarray(items, np.int64)
-        np.add.at(self.shown, items, 1)
-        np.add.at(self.clicked, items, np.asarray(clicks, np.int64))
+        clicks = np.asarray(clicks, np.int64)
+        if items.shape != clicks.shape:
+            raise ValueError(f"update: {items.shape} items but {clicks.shape} clicks")
+        if len(items) and (items.min() < 0 or items.max() >= self.n_items):
+            raise ValueError(f"update: item index out of range [0, {self.n_items})")
+        with self._lock:
+            np.add.at(self.shown, items, 1)
+            np.add.at(self.clicked, items, clicks)
 
     def _pick(self, candidates: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -54,7 +68,8 @@ class _Explorer:
         n_explore = min(n_explore, len(pool))
         if n_explore == 0:
             return ranked[:k]
-        chosen, scores = self._pick(pool, n_explore)
+        with self._lock:  # the rng and the counts are shared by the service's threads
+            chosen, scores = self._pick(pool, n_explore)
         slate = np.concatenate([ranked[: k - n_explore], chosen])
         for pos, (item, s) in enumerate(zip(chosen, scores, strict=True), start=k - n_explore):
             self.log.append({"request": request_id, "slot": pos, "item": int(item), "policy": type(self).__name__,
@@ -104,3 +119,12 @@ class NoExploration(_Explorer):
         rate = self.clicked[candidates] / np.maximum(self.shown[candidates], 1)
         top = np.argsort(-rate, kind="stable")[:n]
         return candidates[top], rate[top]
+
+
+def make_explorer(policy: str, n_items: int, max_share: float, seed: int = 0, epsilon: float = 0.1) -> _Explorer:
+    """The explorer a `RerankConfig.explore` names ("thompson" or "epsilon_greedy")."""
+    if policy == "thompson":
+        return ThompsonSampling(n_items, max_share=max_share, seed=seed)
+    if policy == "epsilon_greedy":
+        return EpsilonGreedy(n_items, max_share=max_share, seed=seed, epsilon=epsilon)
+    raise ValueError(f"unknown exploration policy {policy!r}; use thompson or epsilon_greedy")
