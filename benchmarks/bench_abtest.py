@@ -1,7 +1,7 @@
 """Issue 9: an A/B experiment on loopback, end to end.
 
 Builds a small bundle (synthetic log, `recstack export` with a light recipe) and a relabelled copy
-of it, then runs two experiments, each against `recstack serve --experiment CFG --event-log LOG`
+of it, then runs two experiments, each against `recstack serve --abtest CFG --event-log LOG`
 in its own process on 127.0.0.1:
 
   A/B  variants A (bundle v-a) and B (bundle v-b) at weights 0.7 / 0.3; simulated users click
@@ -16,7 +16,7 @@ recent-item history; every clicked answer is followed by POST /feedback (request
 item, position; positions drawn with a 1/(1+pos) position bias). Request ids are sent by the
 client (X-Request-ID), so the whole run is fixed by `--seed`.
 
-Then `recstack experiment analyze LOG` (by assignment unit, the default) on each log, and the
+Then `recstack abtest analyze LOG` (by assignment unit, the default) on each log, and the
 checks: sample-ratio p > 0.01 in both runs, the planted difference significant (p < 0.05) in
 A/B, no significant difference in A/A.
 
@@ -154,7 +154,7 @@ def run_experiment(label: str, cfg: dict, click_p: dict[str, float], bodies: lis
     cfg_path.write_text(json.dumps(cfg))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "recstack.cli", "serve", "--experiment", str(cfg_path),
+    proc = subprocess.Popen([sys.executable, "-m", "recstack.cli", "serve", "--abtest", str(cfg_path),
                              "--event-log", str(log), "--port", str(port), "--threads", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -177,10 +177,10 @@ def run_experiment(label: str, cfg: dict, click_p: dict[str, float], bodies: lis
     lat_n = metric_values(metrics, "recstack_variant_request_seconds_count")
     server_ms = {k: round(1e3 * lat_sum[k] / lat_n[k], 3) for k in lat_sum if lat_n.get(k)}
     env = {**os.environ, "COLUMNS": "160"}  # the analysis table is printed on stderr
-    res = subprocess.run([sys.executable, "-m", "recstack.cli", "experiment", "analyze", str(log)],
+    res = subprocess.run([sys.executable, "-m", "recstack.cli", "abtest", "analyze", str(log)],
                          check=True, capture_output=True, text=True, env=env)
     analysis = json.loads(res.stdout.strip().splitlines()[-1])
-    by_req = subprocess.run([sys.executable, "-m", "recstack.cli", "experiment", "analyze", str(log),
+    by_req = subprocess.run([sys.executable, "-m", "recstack.cli", "abtest", "analyze", str(log),
                              "--by", "request", "--ips-policy", cfg["variants"][-1]["name"]],
                             check=True, capture_output=True, text=True)
     analysis_req = json.loads(by_req.stdout.strip().splitlines()[-1])

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from recstack.data.readers import load
-from recstack.pipeline.exploration import EpsilonGreedy, NoExploration, ThompsonSampling
 from recstack.models import EASE
+from recstack.pipeline.exploration import EpsilonGreedy, NoExploration, ThompsonSampling
 
 
 def main() -> None:

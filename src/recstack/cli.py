@@ -404,34 +404,34 @@ def export_cmd(
 
 @app.command("serve")
 def serve_cmd(
-    bundle: Annotated[Path | None, typer.Argument(help="bundle directory (or a symlink to one); omit with --experiment / --variant")] = None,
+    bundle: Annotated[Path | None, typer.Argument(help="bundle directory (or a symlink to one); omit with --abtest / --variant")] = None,
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     admin_token: Annotated[str | None, typer.Option(envvar="RECSTACK_ADMIN_TOKEN", help="enables POST /admin/reload (hot swap)")] = None,
     threads: Annotated[int, typer.Option(help="compute threads per process")] = 1,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="check bundle file hashes on load")] = True,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
-    experiment: Annotated[Path | None, typer.Option(help="A/B experiment config (JSON / YAML: name, salt, control, variants [{name, bundle, weight}])")] = None,
-    variant: Annotated[list[str] | None, typer.Option(help="A/B variant name=PATH[:weight] (repeatable; instead of --experiment)")] = None,
-    experiment_name: Annotated[str, typer.Option(help="experiment name (and hash salt) with --variant")] = "ab",
-    salt: Annotated[str | None, typer.Option(help="hash salt with --variant (default: the experiment name)")] = None,
+    abtest: Annotated[Path | None, typer.Option(help="A/B test config (JSON / YAML: name, salt, control, variants [{name, bundle, weight}])")] = None,
+    variant: Annotated[list[str] | None, typer.Option(help="A/B variant name=PATH[:weight] (repeatable; instead of --abtest)")] = None,
+    abtest_name: Annotated[str, typer.Option(help="A/B test name (and hash salt) with --variant")] = "ab",
+    salt: Annotated[str | None, typer.Option(help="hash salt with --variant (default: the A/B test name)")] = None,
     event_log: Annotated[Path | None, typer.Option(help="JSON-lines event log: one line per impression and per feedback")] = None,
     bundle_root: Annotated[list[Path] | None, typer.Option(help="directory POST /admin/reload may load bundles from (repeatable; default: the served bundle's parent directory)")] = None,
 ) -> None:
     """Serve a bundle, or an A/B experiment over several bundles, over HTTP (FastAPI + uvicorn)
     until SIGINT / SIGTERM (graceful)."""
+    from recstack.serving.abtest import ABTestConfig, parse_variant
     from recstack.serving.app import ServiceSettings
-    from recstack.serving.experiment import ExperimentConfig, parse_variant
     from recstack.serving.server import serve
 
     try:
-        if sum(x is not None and x != [] for x in (bundle, experiment, variant)) != 1:
-            raise ValueError("give exactly one of BUNDLE, --experiment or --variant")
+        if sum(x is not None and x != [] for x in (bundle, abtest, variant)) != 1:
+            raise ValueError("give exactly one of BUNDLE, --abtest or --variant")
         exp = None
-        if experiment is not None:
-            exp = ExperimentConfig.load(experiment)
+        if abtest is not None:
+            exp = ABTestConfig.load(abtest)
         elif variant:
-            exp = ExperimentConfig(name=experiment_name, variants=[parse_variant(v) for v in variant], salt=salt)
+            exp = ABTestConfig(name=abtest_name, variants=[parse_variant(v) for v in variant], salt=salt)
     except (ValueError, OSError) as e:
         _fail(e)
     if exp is None:
@@ -488,9 +488,9 @@ def loadtest_cmd(
         raise typer.Exit(code=1)
 
 
-# ---- recstack experiment: A/B analysis ------------------------------------------------------------
-experiment_app = typer.Typer(help="A/B experiments: analyse logs of the service.", no_args_is_help=True)
-app.add_typer(experiment_app, name="experiment")
+# ---- recstack abtest: A/B analysis ----------------------------------------------------------------
+abtest_app = typer.Typer(help="A/B tests: analyse logs of the service.", no_args_is_help=True)
+app.add_typer(abtest_app, name="abtest")
 
 
 def _weights(text: str) -> dict[str, float]:
@@ -510,8 +510,8 @@ def _weights(text: str) -> dict[str, float]:
     return out
 
 
-@experiment_app.command("analyze")
-def experiment_analyze(
+@abtest_app.command("analyze")
+def abtest_analyze(
     log: Annotated[Path, typer.Argument(help="event log of `recstack serve --event-log` (or JSON lines {variant, reward|click})")],
     metric: Annotated[str, typer.Option(help="ctr (share of impressions with a click) | reward (summed reward per impression)")] = "ctr",
     by: Annotated[str, typer.Option(help="unit (one observation per assignment unit: user, session or anonymous request) | request")] = "unit",

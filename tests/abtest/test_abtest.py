@@ -98,7 +98,7 @@ def test_ips_unbiased_on_a_known_bandit():
         ips_estimate([1.0], [0.0], [1.0])
 
 
-# ---- `recstack experiment analyze` on service-format event logs ------------------------------------
+# ---- `recstack abtest analyze` on service-format event logs ----------------------------------------
 def write_events(path, n_users=12000, p=None, weights=(0.5, 0.5), drop_b=0.0, seed=3, requests_per_user=2):
     """An event log as the service writes it: users hashed into A / B, `requests_per_user`
     impressions each, a click with the variant's planted probability; `drop_b` loses that share
@@ -126,7 +126,7 @@ def run_analyze(*args):
 
     from recstack.cli import app
 
-    res = CliRunner().invoke(app, ["experiment", "analyze", *map(str, args)])
+    res = CliRunner().invoke(app, ["abtest", "analyze", *map(str, args)])
     assert res.exit_code == 0, res.output
     return json.loads(res.stdout.strip().splitlines()[-1]), res.output
 
@@ -169,11 +169,11 @@ def test_cli_analyze_plain_rows_and_errors(tmp_path):
 
     from recstack.cli import app
 
-    res = CliRunner().invoke(app, ["experiment", "analyze", str(log), "--expected", "A=1"])
+    res = CliRunner().invoke(app, ["abtest", "analyze", str(log), "--expected", "A=1"])
     assert res.exit_code == 2 and "not in the expected split" in res.output
-    res = CliRunner().invoke(app, ["experiment", "analyze", str(log), "--ips-policy", "B"])
+    res = CliRunner().invoke(app, ["abtest", "analyze", str(log), "--ips-policy", "B"])
     assert res.exit_code == 2 and "event log" in res.output
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"type": "impression", "request_id": "r"}\n')
-    res = CliRunner().invoke(app, ["experiment", "analyze", str(bad)])
+    res = CliRunner().invoke(app, ["abtest", "analyze", str(bad)])
     assert res.exit_code == 2 and "variant" in res.output

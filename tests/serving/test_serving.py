@@ -294,9 +294,9 @@ def test_single_bundle_answers_as_variant_default(client):
 
 def test_ab_split_is_deterministic_logged_and_counted(bundles, tmp_path):
     from recstack.abtest import assign_variant
-    from recstack.serving.experiment import ExperimentConfig, VariantConfig
+    from recstack.serving.abtest import ABTestConfig, VariantConfig
 
-    exp = ExperimentConfig("exp1", [VariantConfig("A", str(bundles["v1"]), 0.7), VariantConfig("B", str(bundles["v2"]), 0.3)])
+    exp = ABTestConfig("exp1", [VariantConfig("A", str(bundles["v1"]), 0.7), VariantConfig("B", str(bundles["v2"]), 0.3)])
     log = tmp_path / "events.jsonl"
     app = create_app(settings=ServiceSettings(admin_token=TOKEN, warmup_requests=0, event_log=log), experiment=exp)
     n = 600
@@ -344,7 +344,7 @@ def test_ab_split_is_deterministic_logged_and_counted(bundles, tmp_path):
     share_b = sum(e["variant"] == "B" for e in imps[:n]) / n
     assert abs(share_b - 0.3) < 0.1  # 300 distinct users: about 5 standard deviations
     assert counted == {v: sum(e["variant"] == v for e in imps) for v in "AB"}
-    res = CliRunner().invoke(cli_app, ["experiment", "analyze", str(log), "--ips-policy", "B"])
+    res = CliRunner().invoke(cli_app, ["abtest", "analyze", str(log), "--ips-policy", "B"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["experiments"] == ["exp1"] and out["unjoined_feedback"] == 0 and out["feedback"] == n // 3
@@ -353,7 +353,7 @@ def test_ab_split_is_deterministic_logged_and_counted(bundles, tmp_path):
 
 
 def test_serve_cli_rejects_ambiguous_sources(bundles, tmp_path):
-    from recstack.serving.experiment import ExperimentConfig, parse_variant
+    from recstack.serving.abtest import ABTestConfig, parse_variant
 
     res = CliRunner().invoke(cli_app, ["serve", str(bundles["v1"]), "--variant", f"A={bundles['v1']}"])
     assert res.exit_code == 2 and "exactly one" in res.output
@@ -363,13 +363,17 @@ def test_serve_cli_rejects_ambiguous_sources(bundles, tmp_path):
     assert parse_variant("C=/a:b").bundle == "/a:b"
     cfg = tmp_path / "exp.yaml"
     cfg.write_text("name: e\nvariants:\n  - {name: A, bundle: a, weight: 2}\n  - {name: B, bundle: /abs/b}\n")
-    e = ExperimentConfig.load(cfg)
+    e = ABTestConfig.load(cfg)
     assert e.variants[0].bundle == str(tmp_path / "a") and e.shares == {"A": 2 / 3, "B": 1 / 3} and e.salt == "e"
+    res = CliRunner().invoke(cli_app, ["serve", str(bundles["v1"]), "--abtest", str(cfg)])
+    assert res.exit_code == 2 and "exactly one of BUNDLE, --abtest or --variant" in res.output
+    assert CliRunner().invoke(cli_app, ["serve", "--experiment", str(cfg)]).exit_code == 2  # renamed: --abtest
+    assert CliRunner().invoke(cli_app, ["experiment", "analyze", str(cfg)]).exit_code == 2  # renamed: abtest analyze
     for bad in ("name: e\nvariants: []\n", "name: e\nvariants:\n  - {name: A, bundle: a, weight: 0}\n",
                 "name: e\nvariants:\n  - {name: A, bundle: a}\n  - {name: A, bundle: b}\n", "name: e\nfoo: 1\n"):
         cfg.write_text(bad)
         with pytest.raises(ValueError):
-            ExperimentConfig.load(cfg)
+            ABTestConfig.load(cfg)
 
 
 # ---- schemathesis: no input makes the service fail -------------------------------------------------

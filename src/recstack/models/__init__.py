@@ -24,16 +24,17 @@ _BASE = {
     "load_model": "recstack.models.loading", "get_model_class": "recstack.models.base",
     "available_models": "recstack.models.base",
 }
-_CLASSES = {e.cls: e.module for e in entries()}
 
 
 def __getattr__(name: str) -> Any:
-    module = _BASE.get(name) or _CLASSES.get(name)
+    module = _BASE.get(name) or {e.cls: e.module for e in entries()}.get(name)
     if module is None:
         raise AttributeError(f"module 'recstack.models' has no attribute '{name}'")
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = [
-    "create_model", "entries", "entry", "model_class", "model_names", *sorted(_BASE), *sorted(_CLASSES),
-]
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_BASE, *(e.cls for e in entries())])
+
+
+__all__ = ["create_model", "entries", "entry", "model_class", "model_names", *sorted(_BASE)]

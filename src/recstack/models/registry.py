@@ -1,15 +1,18 @@
 """The one model registry: every model by name, grouped by task, without importing any of them.
 
-Listing models (`recstack models`) reads this table only, so it does not pay for importing
-torch; :func:`model_class` imports a model's module when it is first asked for, and
-:func:`create_model` builds one with its defaults and any overrides. A test checks that this
-table and the model classes agree (names, tasks, modules).
+A model is registered by its shipped config file (``configs/models/<name>.yaml``), whose
+``about:`` mapping names its task, its class and a one-line summary, so adding a model touches
+one model file and one config file. Listing models (`recstack models`) reads these small files
+only, without importing torch; :func:`model_class` imports a model's module when it is first
+asked for, and :func:`create_model` builds one with its defaults and any overrides. A test
+checks that every entry's class exists and agrees (name, task).
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 __all__ = ["ModelEntry", "TASKS", "create_model", "entry", "model_class", "model_names", "entries"]
@@ -33,68 +36,28 @@ class ModelEntry:
     summary: str
 
 
-_ENTRIES: tuple[ModelEntry, ...] = (
-    # retrieval
-    ModelEntry("pop", "retrieval", "recstack.models.pop", "MostPopular",
-               "most interacted items first: the baseline every model must beat"),
-    ModelEntry("itemknn", "retrieval", "recstack.models.itemknn", "ItemKNN",
-               "item-based k-NN on cosine similarities with shrinkage (Sarwar et al. 2001)"),
-    ModelEntry("ease", "retrieval", "recstack.models.ease", "EASE",
-               "closed-form shallow autoencoder, item-item weights (Steck, WWW 2019)"),
-    ModelEntry("gfcf", "retrieval", "recstack.models.bspm", "GFCF",
-               "graph filter: linear + ideal low-pass item-item filter (Shen et al., CIKM 2021)"),
-    ModelEntry("bspm", "retrieval", "recstack.models.bspm", "BSPM",
-               "blurring-sharpening graph filter (Choi et al., SIGIR 2023)"),
-    ModelEntry("blend", "retrieval", "recstack.models.blend", "Blend",
-               "weighted blend of other models' standardised scores"),
-    ModelEntry("mf", "retrieval", "recstack.models.mf", "MF",
-               "matrix factorisation with BPR / BCE / sampled softmax / cosine contrastive loss"),
-    ModelEntry("lightgcn", "retrieval", "recstack.models.lightgcn", "LightGCN",
-               "MF embeddings propagated over the user-item graph (He et al., SIGIR 2020)"),
-    ModelEntry("neumf", "retrieval", "recstack.models.neumf", "NeuMF",
-               "GMF + MLP neural collaborative filtering (He et al., WWW 2017)"),
-    ModelEntry("multvae", "retrieval", "recstack.models.multvae", "MultVAE",
-               "variational autoencoder over the user's item set (Liang et al., WWW 2018)"),
-    ModelEntry("two_tower", "retrieval", "recstack.models.two_tower", "TwoTower",
-               "user and item towers over ids and features, in-batch / sampled softmax (Yi et al. 2019)"),
-    ModelEntry("youtube_dnn", "retrieval", "recstack.models.youtube_dnn", "YouTubeDNN",
-               "deep candidate generation from watch history (Covington et al., RecSys 2016)"),
-    # sequential
-    ModelEntry("gru4rec", "sequential", "recstack.models.sequential.gru4rec", "GRU4Rec",
-               "GRU over the session's items (Hidasi et al., ICLR 2016)"),
-    ModelEntry("caser", "sequential", "recstack.models.sequential.caser", "Caser",
-               "convolutional sequence embedding (Tang & Wang, WSDM 2018)"),
-    ModelEntry("sasrec", "sequential", "recstack.models.sequential.sasrec", "SASRec",
-               "causal self-attention over the item sequence (Kang & McAuley, ICDM 2018)"),
-    ModelEntry("bert4rec", "sequential", "recstack.models.sequential.bert4rec", "BERT4Rec",
-               "bidirectional self-attention trained by the Cloze task (Sun et al., CIKM 2019)"),
-    # ranking / CTR
-    ModelEntry("lr", "ctr", "recstack.models.ctr.models.lr", "LR",
-               "logistic regression on every feature (the CTR baseline)"),
-    ModelEntry("fm", "ctr", "recstack.models.ctr.models.fm", "FM",
-               "factorisation machine: pairwise feature interactions (Rendle, ICDM 2010)"),
-    ModelEntry("wide_deep", "ctr", "recstack.models.ctr.models.wide_deep", "WideDeep",
-               "wide linear part + deep MLP (Cheng et al., DLRS 2016)"),
-    ModelEntry("deepfm", "ctr", "recstack.models.ctr.models.deepfm", "DeepFM",
-               "FM and a DNN on shared embeddings (Guo et al., IJCAI 2017)"),
-    ModelEntry("dcn", "ctr", "recstack.models.ctr.models.dcn", "DCN",
-               "deep & cross network (Wang et al., ADKDD 2017)"),
-    ModelEntry("dcnv2", "ctr", "recstack.models.ctr.models.dcnv2", "DCNv2",
-               "DCN with full-rank cross layers (Wang et al., WWW 2021)"),
-    ModelEntry("xdeepfm", "ctr", "recstack.models.ctr.models.xdeepfm", "XDeepFM",
-               "compressed interaction network + DNN (Lian et al., KDD 2018)"),
-    ModelEntry("autoint", "ctr", "recstack.models.ctr.models.autoint", "AutoInt",
-               "self-attention over feature fields (Song et al., CIKM 2019)"),
-    ModelEntry("dlrm", "ctr", "recstack.models.ctr.models.dlrm", "DLRM",
-               "bottom MLP + pairwise dot interactions + top MLP (Naumov et al. 2019)"),
-    ModelEntry("mmoe", "ctr", "recstack.models.ctr.models.mmoe", "MMoE",
-               "multi-task mixture of experts (Ma et al., KDD 2018)"),
-    ModelEntry("din", "ctr", "recstack.models.ctr.models.din", "DIN",
-               "target attention over the user's history (Zhou et al., KDD 2018)"),
-    ModelEntry("youtube_rank", "ctr", "recstack.models.ctr.models.youtube_rank", "YouTubeRank",
-               "weighted logistic regression on watch time (Covington et al., RecSys 2016)"),
-)
-_BY_NAME = {e.name: e for e in _ENTRIES}
+@lru_cache(maxsize=1)
+def _entries() -> tuple[ModelEntry, ...]:
+    """The entries of every shipped config, by task (in `TASKS` order), then name."""
+    import yaml
+
+    from recstack.configs import MODELS_DIR
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    out = []
+    for path in sorted(MODELS_DIR.glob("*.yaml")):
+        raw = yaml.load(path.read_text(), Loader=loader) or {}
+        about = raw.get("about")
+        if not isinstance(about, dict) or not {"task", "class", "summary"} <= set(about):
+            raise ValueError(f"{path}: a model config needs about: {{task, class, summary}}")
+        if about["task"] not in TASKS:
+            raise ValueError(f"{path}: about.task must be one of {', '.join(TASKS)}, got {about['task']!r}")
+        module, _, cls = str(about["class"]).rpartition(".")
+        out.append(ModelEntry(str(raw.get("model", path.stem)), about["task"], module, cls, str(about["summary"])))
+    order = list(TASKS)
+    return tuple(sorted(out, key=lambda e: (order.index(e.task), e.name)))
+
+
 
 
 def _key(name: str) -> str:
@@ -105,7 +68,7 @@ def entries(task: str | None = None) -> list[ModelEntry]:
     """Registered models (of one task), in listing order."""
     if task is not None and task not in TASKS:
         raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
-    return [e for e in _ENTRIES if task is None or e.task == task]
+    return [e for e in _entries() if task is None or e.task == task]
 
 
 def model_names(task: str | None = None) -> list[str]:
@@ -119,13 +82,15 @@ def entry(name: str) -> ModelEntry:
     Raises:
         ValueError: unknown name; the message lists the valid ones.
     """
-    e = _BY_NAME.get(_key(name)) or _BY_NAME.get(_key(name).replace("_", ""))
+    by_name = {e.name: e for e in _entries()}
+    stripped = {n.replace("_", ""): e for n, e in by_name.items()}
+    e = by_name.get(_key(name)) or stripped.get(_key(name).replace("_", ""))
     if e is None:
         import difflib
 
-        close = difflib.get_close_matches(_key(name), list(_BY_NAME), n=1)
+        close = difflib.get_close_matches(_key(name), list(by_name), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ValueError(f"unknown model '{name}'{hint}; available: {', '.join(_BY_NAME)}")
+        raise ValueError(f"unknown model '{name}'{hint}; available: {', '.join(by_name)}")
     return e
 
 

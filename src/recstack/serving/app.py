@@ -10,9 +10,14 @@
     GET  /experiment             the A/B experiment served (variants, shares, bundle versions)
     GET  /openapi.json, /docs    the schema
 
-A/B: `create_app(experiment=ExperimentConfig(...))` serves several bundles, one per variant; a
+A/B: `create_app(experiment=ABTestConfig(...))` serves several bundles, one per variant; a
 request goes to the variant of its hashed user id (or session id, else request id), see
-`recstack.serving.experiment`. Without an experiment the one bundle is the variant `default`.
+`recstack.serving.abtest`. Without an A/B test the one bundle is the variant `default`.
+
+`create_app` builds the shared `_Service` (settings, A/B test, one `_Lane` per variant, metrics)
+and registers the routes group by group: `_add_recommend_route`, `_add_abtest_routes`
+(/feedback, /experiment), `_add_similar_route`, `_add_probe_routes` (/health, /ready, /metrics)
+and `_add_admin_routes` (/admin/reload).
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ import hmac
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,13 +39,13 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from recstack import __version__
+from recstack.serving.abtest import ABTestConfig, EventLog, now
 from recstack.serving.bundle import Bundle, BundleError
-from recstack.serving.experiment import EventLog, ExperimentConfig, now
 from recstack.serving.metrics import MetricsMiddleware, ServiceMetrics
 from recstack.serving.schemas import (
     MAX_K,
+    ABTestInfo,
     ErrorBody,
-    ExperimentInfo,
     FeedbackRequest,
     FeedbackResponse,
     Health,
@@ -133,54 +138,124 @@ class _Lane:
         self.holder, self.share, self.requests, self.latency = holder, share, requests, latency
 
 
-def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings | None = None,
-               experiment: ExperimentConfig | None = None) -> FastAPI:
-    """A FastAPI app serving the bundle at `bundle_path`, or the variants of an A/B `experiment`
-    (one bundle each), loaded at startup."""
-    settings = settings or ServiceSettings()
+@dataclass
+class _Service:
+    """What the route groups share: the settings, the A/B test served (a single-bundle service
+    is a one-variant test named `default`), one lane per variant, the metrics and the reload
+    allow-list."""
+
+    settings: ServiceSettings
+    abtest: ABTestConfig
+    name: str | None  # the `experiment` field of the answers: None when serving one bundle
+    lanes: dict[str, _Lane]
+    metrics: ServiceMetrics
+    roots: tuple[Path, ...]
+
+    @property
+    def holder(self) -> BundleHolder:
+        """The control's holder: it answers /items/{id}/similar and /ready's version."""
+        return self.lanes[self.abtest.control].holder
+
+    @property
+    def split(self) -> bool:
+        return len(self.lanes) > 1
+
+
+def _service(bundle_path: str | Path | None, settings: ServiceSettings,
+             experiment: ABTestConfig | None) -> _Service:
+    """Validate the arguments of `create_app` and build the lanes (bundles are loaded later, at
+    startup) and the allow-list of bundle roots for POST /admin/reload."""
     if (bundle_path is None) == (experiment is None):
         raise ValueError("create_app: give either a bundle path or an experiment")
-    exp = experiment or ExperimentConfig.single(bundle_path)
-    exp_name = experiment.name if experiment is not None else None
+    exp = experiment or ABTestConfig.single(bundle_path)
     metrics = ServiceMetrics()
     lanes: dict[str, _Lane] = {}
     for v in exp.variants:
         h = BundleHolder(v.bundle, verify=settings.verify_bundle, warmup=settings.warmup_requests)
         lanes[v.name] = _Lane(h, exp.shares[v.name], *metrics.add_variant(v.name))
     roots = tuple(Path(r).resolve() for r in settings.bundle_roots) if settings.bundle_roots else tuple(
-        {lane.holder.path.absolute().parent.resolve() for lane in lanes.values()})  # reload allow-list
-    holder = lanes[exp.control].holder  # the control answers /items/{id}/similar and /ready's version
-    split = len(lanes) > 1
+        {lane.holder.path.absolute().parent.resolve() for lane in lanes.values()})
+    name = experiment.name if experiment is not None else None
+    return _Service(settings, exp, name, lanes, metrics, roots)
+
+
+def _lifespan(svc: _Service) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Startup: load every variant's bundle, freeze the heap, open the event log. Shutdown: mark
+    the lanes draining (/ready turns 503 while in-flight requests finish), close the log."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for name, lane in lanes.items():
+        for name, lane in svc.lanes.items():
             b = lane.holder.load()
-            metrics.set_variant_bundle(name, b.version)
-        metrics.set_bundle(holder.current.version)
+            svc.metrics.set_variant_bundle(name, b.version)
+        svc.metrics.set_bundle(svc.holder.current.version)
         freeze_heap()
-        app.state.event_log = EventLog(settings.event_log) if settings.event_log else None
+        app.state.event_log = EventLog(svc.settings.event_log) if svc.settings.event_log else None
         try:
             yield
         finally:
-            for lane in lanes.values():
+            for lane in svc.lanes.values():
                 lane.holder.draining = True  # shutdown: /ready turns 503 while in-flight requests finish
             if app.state.event_log is not None:
                 app.state.event_log.close()
 
-    app = FastAPI(title="recstack", version=__version__, lifespan=lifespan,
+    return lifespan
+
+
+def _current(h: BundleHolder) -> Bundle:
+    """The bundle `h` serves now (503 before the first load)."""
+    b = h.current
+    if b is None:
+        raise HTTPException(503, "no bundle loaded yet")
+    return b
+
+
+def _unit(body: RecommendRequest, rid: str) -> tuple[str, str | int]:
+    """The A/B assignment unit of a request: its user id, else its session id, else `rid`."""
+    if body.user_id is not None:
+        return "user", body.user_id
+    if body.session_id is not None:
+        return "session", body.session_id
+    return "request", rid
+
+
+def _items(ids: list[Any], trace: list[Any], explain: bool) -> list[dict[str, Any]]:
+    """The `items` of a /recommend answer (with stage scores and source ranks when `explain`)."""
+    items = []
+    for raw, t in zip(ids, trace, strict=True):
+        item = {"item_id": raw, "score": t.scores["final"], "sources": t.sources, "rule": t.rule}
+        if explain:
+            item["stage_scores"] = {k: (None if v is None else _finite(v)) for k, v in t.scores.items()}
+            item["source_ranks"] = t.source_ranks
+        items.append(item)
+    return items
+
+
+def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings | None = None,
+               experiment: ABTestConfig | None = None) -> FastAPI:
+    """A FastAPI app serving the bundle at `bundle_path`, or the variants of an A/B `experiment`
+    (one bundle each), loaded at startup."""
+    settings = settings or ServiceSettings()
+    svc = _service(bundle_path, settings, experiment)
+    app = FastAPI(title="recstack", version=__version__, lifespan=_lifespan(svc),
                   description="Recommendations through a four-stage pipeline "
                               "(retrieval, coarse ranking, fine ranking, re-ranking).")
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.state.holder, app.state.metrics, app.state.settings = holder, metrics, settings
-    app.state.experiment, app.state.holders = exp, {name: lane.holder for name, lane in lanes.items()}
+    app.add_middleware(MetricsMiddleware, metrics=svc.metrics)
+    app.state.holder, app.state.metrics, app.state.settings = svc.holder, svc.metrics, settings
+    app.state.experiment, app.state.holders = svc.abtest, {name: lane.holder for name, lane in svc.lanes.items()}
     app.state.event_log = None
+    # registration order = the order of the paths in /openapi.json
+    _add_recommend_route(app, svc)
+    _add_abtest_routes(app, svc)
+    _add_similar_route(app, svc)
+    _add_probe_routes(app, svc)
+    _add_admin_routes(app, svc)
+    return app
 
-    def bundle(h: BundleHolder = holder) -> Bundle:
-        b = h.current
-        if b is None:
-            raise HTTPException(503, "no bundle loaded yet")
-        return b
+
+def _add_recommend_route(app: FastAPI, svc: _Service) -> None:
+    """POST /recommend."""
+    exp, exp_name, lanes, metrics, split = svc.abtest, svc.name, svc.lanes, svc.metrics, svc.split
 
     @app.post("/recommend", response_model=RecommendResponse, responses=_ERRORS)
     async def recommend(body: RecommendRequest,
@@ -193,15 +268,10 @@ def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings 
         # 2 cores: mean handler time 6.1 -> 4.1 ms); the slow hot swap runs in a worker thread
         t0 = time.perf_counter()
         rid = x_request_id or uuid.uuid4().hex
-        if body.user_id is not None:
-            unit_kind, unit = "user", body.user_id
-        elif body.session_id is not None:
-            unit_kind, unit = "session", body.session_id
-        else:
-            unit_kind, unit = "request", rid
+        unit_kind, unit = _unit(body, rid)
         variant = exp.assign(unit) if split else exp.control
         lane = lanes[variant]
-        b = bundle(lane.holder)  # one reference for the whole request: a swap cannot change it midway
+        b = _current(lane.holder)  # one reference for the whole request: a swap cannot change it midway
         p = b.pipeline
         k, clamp = min(body.k, p.config.max_k), body.k > p.config.max_k
         f = body.filters
@@ -212,13 +282,7 @@ def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings 
             warnings.append(f"k={body.k} exceeds this bundle's max_k; returning {k}")
         res = p.run(req)
         ids = b.assets.catalog.id_map.decode(res.items)
-        items = []
-        for raw, t in zip(ids, res.trace, strict=True):
-            item = {"item_id": raw, "score": t.scores["final"], "sources": t.sources, "rule": t.rule}
-            if body.explain:
-                item["stage_scores"] = {k: (None if v is None else _finite(v)) for k, v in t.scores.items()}
-                item["source_ranks"] = t.source_ranks
-            items.append(item)
+        items = _items(ids, res.trace, body.explain)
         metrics.observe_stages(res.timings_ms)
         if warnings:
             metrics.warnings.inc(len(warnings))
@@ -243,6 +307,30 @@ def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings 
                                  "counts": res.counts, "skipped_stages": res.skipped,
                                  "request_id": rid, "variant": variant, "experiment": exp_name})
 
+
+def _feedback_variant(svc: _Service, body: FeedbackRequest) -> str | None:
+    """The variant a /feedback call is counted under: the echoed one (404 when not served),
+    else the one of its user / session; None for a request-level unit (the analysis finds it
+    through request_id)."""
+    exp, lanes = svc.abtest, svc.lanes
+    if body.variant is not None:
+        if body.variant not in lanes:
+            # 404: a well-formed reference to a variant this service does not serve
+            raise HTTPException(404, f"unknown variant {body.variant!r} (serving {list(lanes)})")
+        return body.variant
+    if not svc.split:
+        return exp.control
+    if body.user_id is not None:
+        return exp.assign(body.user_id)
+    if body.session_id is not None:
+        return exp.assign(body.session_id)
+    return None  # a request-level unit: the analysis finds it through request_id
+
+
+def _add_abtest_routes(app: FastAPI, svc: _Service) -> None:
+    """POST /feedback and GET /experiment."""
+    exp, exp_name, lanes, metrics = svc.abtest, svc.name, svc.lanes, svc.metrics
+
     @app.post("/feedback", response_model=FeedbackResponse,
               responses={**_ERRORS, 404: {"model": ErrorBody, "description": "unknown variant"}})
     async def feedback(body: FeedbackRequest) -> dict[str, Any]:
@@ -253,19 +341,7 @@ def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings 
             raise HTTPException(422, "feedback needs request_id, user_id or session_id")
         if body.click is None and body.reward is None:
             raise HTTPException(422, "feedback needs click or reward")
-        if body.variant is not None:
-            if body.variant not in lanes:
-                # 404: a well-formed reference to a variant this service does not serve
-                raise HTTPException(404, f"unknown variant {body.variant!r} (serving {list(lanes)})")
-            variant: str | None = body.variant
-        elif not split:
-            variant = exp.control
-        elif body.user_id is not None:
-            variant = exp.assign(body.user_id)
-        elif body.session_id is not None:
-            variant = exp.assign(body.session_id)
-        else:
-            variant = None  # a request-level unit: the analysis finds it through request_id
+        variant = _feedback_variant(svc, body)
         click = bool(body.click)
         reward = float(body.reward) if body.reward is not None else float(click)
         metrics.observe_feedback(variant or "unknown", click, reward)
@@ -277,7 +353,7 @@ def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings 
         return {"logged": log is not None, "request_id": body.request_id, "variant": variant,
                 "experiment": exp_name}
 
-    @app.get("/experiment", response_model=ExperimentInfo)
+    @app.get("/experiment", response_model=ABTestInfo)
     async def experiment_info() -> dict[str, Any]:
         """The experiment served: variants with their weights, traffic shares and bundles."""
         return {"name": exp_name, "control": exp.control, "event_log": app.state.event_log is not None,
@@ -286,12 +362,17 @@ def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings 
                               if lanes[v.name].holder.current is not None else None,
                               "path": str(lanes[v.name].holder.path)} for v in exp.variants]}
 
+
+def _add_similar_route(app: FastAPI, svc: _Service) -> None:
+    """GET /items/{item_id}/similar, answered by the control variant."""
+    holder, control = svc.holder, svc.abtest.control
+
     @app.get("/items/{item_id}/similar", response_model=SimilarResponse,
              responses={404: {"model": ErrorBody, "description": "unknown item"}, **_ERRORS})
     async def similar(item_id: Annotated[str, PathParam(max_length=256)],
                 k: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> dict[str, Any]:
         """Items most similar to `item_id` (item-to-item neighbours, completed by the ANN index)."""
-        b = bundle()
+        b = _current(holder)
         p = b.pipeline
         k = min(k, p.config.max_k)
         idx = int(b.assets.catalog.id_map.lookup([item_id])[0])
@@ -303,8 +384,13 @@ def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings 
             raise HTTPException(404, str(e)) from None
         raw = b.assets.catalog.id_map.decode(items)
         return {"item_id": b.assets.catalog.id_map.decode([idx])[0], "source": source, "bundle_version": b.version,
-                "variant": exp.control,
+                "variant": control,
                 "items": [{"item_id": i, "score": _finite(float(s)) or 0.0} for i, s in zip(raw, scores.tolist(), strict=True)]}
+
+
+def _add_probe_routes(app: FastAPI, svc: _Service) -> None:
+    """GET /health, /ready and /metrics."""
+    holder, lanes, metrics = svc.holder, svc.lanes, svc.metrics
 
     @app.get("/health", response_model=Health)
     async def health() -> dict[str, str]:
@@ -328,31 +414,48 @@ def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings 
         """Prometheus metrics."""
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/admin/reload", response_model=ReloadResponse,
-              responses={400: {"model": ErrorBody, "description": "the body is not valid JSON"},
-                         401: {"model": ErrorBody, "description": "missing or wrong admin token"},
-                         403: {"model": ErrorBody, "description": "admin endpoints disabled, or a path outside the bundle roots"},
-                         409: {"model": ErrorBody, "description": "a swap is already running"},
-                         422: {"model": ErrorBody, "description": "the bundle cannot be loaded"}})
+
+_RELOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "the body is not valid JSON"},
+    401: {"model": ErrorBody, "description": "missing or wrong admin token"},
+    403: {"model": ErrorBody, "description": "admin endpoints disabled, or a path outside the bundle roots"},
+    409: {"model": ErrorBody, "description": "a swap is already running"},
+    422: {"model": ErrorBody, "description": "the bundle cannot be loaded"},
+}
+
+
+def _reload_target(svc: _Service, body: ReloadRequest | None, x_admin_token: str | None) -> str:
+    """Check a POST /admin/reload call (token, path inside the bundle roots, variant) and return
+    the name of the variant to swap."""
+    settings, roots, lanes, metrics = svc.settings, svc.roots, svc.lanes, svc.metrics
+    if settings.admin_token is None:
+        raise HTTPException(403, "admin endpoints are disabled (start the service with an admin token)")
+    if x_admin_token is None or not hmac.compare_digest(x_admin_token.encode(), settings.admin_token.encode()):
+        raise HTTPException(401, "missing or wrong X-Admin-Token")
+    if body and body.path is not None and not allowed_bundle_path(body.path, roots):
+        metrics.swaps.labels("refused").inc()
+        raise HTTPException(403, f"bundle path {body.path!r} is outside the allowed bundle roots "
+                                 f"{[str(r) for r in roots]} (recstack serve --bundle-root DIR)")
+    name = body.variant if body and body.variant is not None else (None if svc.split else svc.abtest.control)
+    if name is None:
+        raise HTTPException(422, f"name the variant to swap (one of {list(lanes)})")
+    if name not in lanes:
+        raise HTTPException(422, f"unknown variant {name!r} (serving {list(lanes)})")
+    return name
+
+
+def _add_admin_routes(app: FastAPI, svc: _Service) -> None:
+    """POST /admin/reload (hot swap of one variant's bundle)."""
+    lanes, metrics, control = svc.lanes, svc.metrics, svc.abtest.control
+
+    @app.post("/admin/reload", response_model=ReloadResponse, responses=_RELOAD_ERRORS)
     def reload(body: ReloadRequest | None = None,
                x_admin_token: Annotated[str | None, Header(max_length=256)] = None) -> dict[str, Any]:
         """Hot swap: load, check and warm up a bundle, then serve it; in-flight requests finish
         on the old one. Without `path`, the served path is loaded again (a symlink such as
         `current -> v2` is re-resolved). Under an A/B experiment with several variants, `variant`
         names the one to swap; the others keep serving."""
-        if settings.admin_token is None:
-            raise HTTPException(403, "admin endpoints are disabled (start the service with an admin token)")
-        if x_admin_token is None or not hmac.compare_digest(x_admin_token.encode(), settings.admin_token.encode()):
-            raise HTTPException(401, "missing or wrong X-Admin-Token")
-        if body and body.path is not None and not allowed_bundle_path(body.path, roots):
-            metrics.swaps.labels("refused").inc()
-            raise HTTPException(403, f"bundle path {body.path!r} is outside the allowed bundle roots "
-                                     f"{[str(r) for r in roots]} (recstack serve --bundle-root DIR)")
-        name = body.variant if body and body.variant is not None else (None if split else exp.control)
-        if name is None:
-            raise HTTPException(422, f"name the variant to swap (one of {list(lanes)})")
-        if name not in lanes:
-            raise HTTPException(422, f"unknown variant {name!r} (serving {list(lanes)})")
+        name = _reload_target(svc, body, x_admin_token)
         try:
             prev, new, seconds = lanes[name].holder.swap(body.path if body else None)
         except SwapInProgress as e:
@@ -363,10 +466,8 @@ def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings 
             raise HTTPException(422, f"bundle not loaded, still serving the previous one: {e}") from None
         metrics.swaps.labels("ok").inc()
         metrics.set_variant_bundle(name, new.version)
-        if name == exp.control:
+        if name == control:
             metrics.set_bundle(new.version)
         freeze_heap(collect=False)
         return {"previous_version": prev, "version": new.version, "path": str(new.path),
                 "seconds": round(seconds, 3), "variant": name}
-
-    return app

@@ -9,8 +9,8 @@ import faiss
 import torch
 import uvicorn
 
-from recstack.serving.app import ServiceSettings, create_app
 from recstack.serving.abtest import ABTestConfig
+from recstack.serving.app import ServiceSettings, create_app
 
 
 def configure_runtime(threads: int = 1) -> None:

@@ -141,6 +141,7 @@ def experiment_config(raw: dict[str, Any], where: str = "config", overrides: dic
         ConfigError: the first unknown key or bad value, naming `where` (or ``--set``) and the key.
     """
     fields = [f.name for f in dataclasses.fields(ExperimentConfig)]
+    raw = {k: v for k, v in raw.items() if k != "about"}  # a shipped config's registry entry
     for key in raw:
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
