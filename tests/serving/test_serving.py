@@ -133,6 +133,29 @@ def test_rebundle_with_a_new_pipeline_config(bundles, tmp_path):
         assert (first["item_id"], first["score"], first["rule"]) == (130, None, "promoted")
 
 
+def test_feedback_teaches_the_exploration_bandit(bundles, tmp_path):
+    """A bundle whose re-ranking explores: /recommend fills exploration slots from the items with
+    little history, and /feedback (item + click) updates the bandit's counts."""
+    from recstack.pipeline import PipelineConfig
+    from recstack.serving.bundle import rebundle
+
+    cfg = load_bundle(bundles["v1"]).config.to_dict()
+    cfg["rerank"] = {**cfg["rerank"], "explore": {"policy": "thompson", "max_share": 0.3,
+                                                  "max_popularity": 10**9}}
+    out = rebundle(bundles["v1"], tmp_path / "explore", PipelineConfig.from_dict(cfg), version="ex")
+    with TestClient(create_app(out, ServiceSettings(warmup_requests=0))) as c:
+        body = c.post("/recommend", json={"user_id": "u1", "k": 10, "explain": True}).json()
+        explored = [it["item_id"] for it in body["items"] if it["rule"] == "explore"]
+        assert len(explored) == 3
+        explorer = c.app.state.holder.current.pipeline.reranker.explorer
+        idx = int(load_bundle(out).assets.catalog.id_map.lookup([explored[0]])[0])
+        before = (int(explorer.shown[idx]), int(explorer.clicked[idx]))
+        for click in (True, False, True):
+            r = c.post("/feedback", json={"user_id": "u1", "item_id": explored[0], "click": click})
+            assert r.status_code == 200
+        assert (int(explorer.shown[idx]), int(explorer.clicked[idx])) == (before[0] + 3, before[1] + 2)
+
+
 # ---- the service --------------------------------------------------------------------------------
 @pytest.fixture()
 def client(bundles):

@@ -202,6 +202,18 @@ def _lifespan(svc: _Service) -> Callable[[FastAPI], AbstractAsyncContextManager[
     return lifespan
 
 
+def _teach_explorer(holder: BundleHolder, item_id: Any, click: bool) -> None:
+    """An impression (and whether it was clicked) for the re-ranking stage's exploration bandit,
+    when the served pipeline explores (`RerankConfig.explore`); unknown items are ignored."""
+    b = holder.current
+    explorer = b.pipeline.reranker.explorer if b is not None else None
+    if explorer is None:
+        return
+    idx = b.assets.catalog.id_map.lookup([item_id])
+    if len(idx) and idx[0] >= 0:
+        explorer.update(idx[:1], [int(click)])
+
+
 def _current(h: BundleHolder) -> Bundle:
     """The bundle `h` serves now (503 before the first load)."""
     b = h.current
@@ -345,6 +357,8 @@ def _add_abtest_routes(app: FastAPI, svc: _Service) -> None:
         click = bool(body.click)
         reward = float(body.reward) if body.reward is not None else float(click)
         metrics.observe_feedback(variant or "unknown", click, reward)
+        if body.item_id is not None and body.click is not None:
+            _teach_explorer(lanes[variant if variant in lanes else exp.control].holder, body.item_id, click)
         log = app.state.event_log
         if log is not None:
             log.write({"ts": now(), "type": "feedback", "request_id": body.request_id, "experiment": exp_name,
