@@ -297,6 +297,8 @@ def quickstart(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     fast: Annotated[bool, typer.Option("--fast", help="one epoch per model, pipeline on 60 users: a smoke test")] = False,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0 = the cores other processes leave idle)")] = 0,
+    index: Annotated[str, typer.Option(help="the bundle's item index: hnsw (Faiss) | exact (brute force)")] = "hnsw",
+    report: Annotated[bool, typer.Option("--report/--no-report", help="write report.html and its figures (matplotlib)")] = True,
 ) -> None:
     """The main job: the whole stack on the embedded MovieLens data, no network needed.
 
@@ -305,7 +307,11 @@ def quickstart(
     """
     from recstack.workflow.quickstart import run_quickstart
 
-    summary = run_quickstart(out=out, device=device, fast=fast, threads=threads or None)
+    try:
+        summary = run_quickstart(out=out, device=device, fast=fast, threads=threads or None,
+                                 index=index, report=report)
+    except ValueError as e:
+        _fail(e)
     headline = ("ndcg@10", "hr@10", "recall@20")
     metrics = {n: {k: round(m["metrics"][k], 6) for k in headline} for n, m in summary["models"].items()}
     devices = {n: m.get("device") for n, m in summary["models"].items() if m.get("device")}

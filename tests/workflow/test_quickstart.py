@@ -136,3 +136,12 @@ def test_every_image_in_the_report_decodes(run):
     finally:
         sys.path.pop(0)
     assert decode_images(out / "report.html") == {"images": 5, "valid": 5, "invalid": []}
+
+
+def test_quickstart_options_are_checked_before_work(tmp_path):
+    from recstack.workflow.quickstart import run_quickstart
+
+    with pytest.raises(ValueError, match="index must be 'hnsw' or 'exact'"):
+        run_quickstart(out=tmp_path, index="ivf")
+    res = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path), "--index", "annoy"])
+    assert res.exit_code == 2 and "index must be" in res.output

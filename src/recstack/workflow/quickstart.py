@@ -66,6 +66,8 @@ class Settings:
     sasrec_budget: tuple[tuple[str, Any], ...] = (("all_windows", False), ("dropout", 0.2), ("lr", 3e-3),
                                                   ("batch_size", 64), ("patience", 0))
     deepfm_budget: tuple[tuple[str, Any], ...] = (("lr", 1e-3),)  # 4 epochs, not its default 20
+    index: str = "hnsw"  # the bundle's item index: hnsw (Faiss) | exact
+    report: bool = True  # write report.html and its figures
 
 
 FAST = Settings(two_tower_epochs=1, sasrec_epochs=1, ctr_epochs=1, pipeline_ranker_epochs=1,
@@ -190,9 +192,17 @@ def _hits(recs: np.ndarray, test_csr, users: np.ndarray) -> np.ndarray:
 # ---- the run ----------------------------------------------------------------------------------------
 def run_quickstart(out: Path = Path("recstack-out/quickstart"), device: str = "auto",
                    n_examples: int | None = None, fast: bool = False,
-                   threads: int | None = None) -> dict[str, Any]:
-    """Run the quickstart and return its summary (also written to `out/results.json`)."""
+                   threads: int | None = None, index: str = "hnsw", report: bool = True) -> dict[str, Any]:
+    """Run the quickstart and return its summary (also written to `out/results.json`).
+
+    Args:
+        index: the bundle's item index: "hnsw" (Faiss) or "exact" (brute force, no Faiss).
+        report: write report.html and its figures (matplotlib); without, results.json only.
+    """
+    if index not in ("hnsw", "exact"):
+        raise ValueError(f"index must be 'hnsw' or 'exact', got {index!r}")
     settings = FAST if fast else Settings()
+    settings = replace(settings, index=index, report=report)
     if n_examples is not None:
         settings = replace(settings, n_examples=n_examples)
     out = Path(out)
@@ -309,6 +319,7 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
     full_cfg = base.pipeline or default_pipeline(getattr(base, "rankers", "blend"))
     staging_cfg = without_matrix(full_cfg, "ease")
     overrides: dict[str, Any] = {
+        "index.kind": S.index,
         "two_tower.epochs": S.two_tower_epochs,
         "two_tower.log_path": str(logs / "two_tower.jsonl"),
         "ranker_task.max_events_per_user": S.ranker_events_per_user,
@@ -456,16 +467,18 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
     # ---- 9. the report ----
     t0 = time.perf_counter()
     summary["seconds_to_report"] = round(t0 - t_start, 2)
-    with step("writing the HTML report"):
-        report_path = write_report(out, summary, emb_map)
+    report_path = None
+    if S.report:
+        with step("writing the HTML report"):
+            report_path = write_report(out, summary, emb_map)
     clock("report", t0)
     timings["total"] = round(time.perf_counter() - t_start, 2)
     summary["timings"] = timings
-    summary["report"] = str(report_path)
+    summary["report"] = str(report_path) if report_path else None
     summary["seconds"] = timings["total"]
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     _print_tables(summary)
-    console.print(f"Report:  [bold]{report_path}[/bold]")
+    console.print(f"Report:  [bold]{report_path or 'not written (--no-report)'}[/bold]")
     console.print(f"Results: {out / 'results.json'} (figures' data: {out / 'figures.json'})")
     console.print(f"Bundle:  {bundle_path}")
     console.print(f"Total:   {timings['total']:.0f} s on {summary['device']} ({n_threads} torch thread(s))")

@@ -16,20 +16,27 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: no display on servers or CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 _PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C",
             "#CCB974", "#64B5CD"]
 
 
+def _plt():
+    """matplotlib.pyplot, headless, imported when a figure is drawn (the data of the figures
+    needs none of it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on servers or CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    _plt().close(fig)
     return buf.getvalue()
 
 
@@ -37,7 +44,7 @@ def _png(fig) -> bytes:
 def plot_metrics(models: dict[str, dict[str, float]], keys: list[str]) -> bytes:
     """Grouped bars: one group per metric, one bar per model."""
     names = list(models)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(keys)), 3.6))
+    fig, ax = _plt().subplots(figsize=(max(6, 1.6 * len(keys)), 3.6))
     width = 0.8 / max(1, len(names))
     x = np.arange(len(keys))
     for j, n in enumerate(names):
@@ -52,7 +59,7 @@ def plot_metrics(models: dict[str, dict[str, float]], keys: list[str]) -> bytes:
 
 def plot_learning_curves(histories: dict[str, list[dict[str, float]]]) -> bytes:
     """Training loss (left) and the monitored validation metric (right) per epoch."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, (a, b) = _plt().subplots(1, 2, figsize=(10, 3.4))
     for j, (name, hist) in enumerate(histories.items()):
         c = _PALETTE[j % len(_PALETTE)]
         ep = [h["epoch"] for h in hist]
@@ -81,7 +88,7 @@ def plot_embedding_map(coords: np.ndarray, labels: list[str], title: str) -> byt
     labels_arr = np.asarray(labels, dtype=object)
     uniq, counts = np.unique(labels_arr, return_counts=True)
     top = [u for u in uniq[np.argsort(-counts)] if u not in ("", "(no genres listed)")][:8]
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, ax = _plt().subplots(figsize=(6.5, 5))
     rest = ~np.isin(labels_arr, top)
     ax.scatter(coords[rest, 0], coords[rest, 1], s=4, c="#d0d0d0", label="other")
     for j, lab in enumerate(top):
@@ -107,7 +114,7 @@ def popularity_profile(recs: np.ndarray, item_pop: np.ndarray, bins: int = 10) -
 
 def plot_popularity_bias(profiles: dict[str, list[float]]) -> bytes:
     """Share of recommended items per popularity decile, one line per model."""
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+    fig, ax = _plt().subplots(figsize=(7, 3.4))
     for j, (name, prof) in enumerate(profiles.items()):
         ax.plot(range(1, len(prof) + 1), prof, marker="o", ms=3, color=_PALETTE[j % len(_PALETTE)], label=name)
     ax.axhline(1 / 10, color="k", lw=0.8, ls="--", label="uniform")
@@ -126,7 +133,7 @@ def plot_training_curves(curves: dict[str, dict[str, Any]]) -> bytes:
     Each model has its own axes: the losses of different objectives are not comparable.
     """
     names = list(curves)
-    fig, axes = plt.subplots(2, max(1, len(names)), figsize=(3.2 * max(1, len(names)), 5.2), squeeze=False)
+    fig, axes = _plt().subplots(2, max(1, len(names)), figsize=(3.2 * max(1, len(names)), 5.2), squeeze=False)
     for j, name in enumerate(names):
         c, col = curves[name], _PALETTE[j % len(_PALETTE)]
         top, bottom = axes[0, j], axes[1, j]
@@ -151,7 +158,7 @@ def plot_training_curves(curves: dict[str, dict[str, Any]]) -> bytes:
 def plot_stages(stages: dict[str, float], baselines: dict[str, float], metric: str) -> bytes:
     """Horizontal bars: `metric` after each pipeline stage, baselines as dashed vertical lines."""
     names = list(stages)
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.6))
+    fig, ax = _plt().subplots(figsize=(8, 0.45 * len(names) + 1.6))
     y = np.arange(len(names))[::-1]
     ax.barh(y, [stages[n] for n in names], color=_PALETTE[0], height=0.6)
     for yy, n in zip(y, names, strict=True):
