@@ -409,15 +409,3 @@ class MeanBag(nn.Embedding):
         mask = (bags > 0).unsqueeze(-1)
         total = (super().forward(bags) * mask).sum(1)
         return total / mask.sum(1).clamp_min(1)
-
-
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, final_relu: bool = False) -> nn.Sequential:
-    """ReLU tower ``in_dim -> hidden... -> out_dim`` (linear output unless ``final_relu``)."""
-    layers: list[nn.Module] = []
-    for h in hidden:
-        layers += [nn.Linear(in_dim, h), nn.ReLU()]
-        in_dim = h
-    layers.append(nn.Linear(in_dim, out_dim))
-    if final_relu:
-        layers.append(nn.ReLU())
-    return nn.Sequential(*layers)

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from recstack import losses
 from recstack.data.dataset import FeatureTable, Interactions
-from recstack.models.features import FeatureEncoder, History, MeanBag, build_features, mlp
+from recstack.models.features import FeatureEncoder, History, MeanBag, build_features
+from recstack.models.layers import MLP
 from recstack.models.neural import NeuralRecommender
 from recstack.training.samplers import InBatchSampler, PopularitySampler, UniformSampler
 
@@ -56,8 +57,8 @@ class TwoTowerModule(nn.Module):
             q_in += m.history_dim
         if q_in == 0 or i_in == 0:
             raise ValueError("two_tower: a tower has no input; enable an id, features or use_history")
-        self.query_tower = mlp(q_in, m.tower, m.dim)
-        self.item_tower = mlp(i_in, m.tower, m.dim)
+        self.query_tower = MLP(q_in, m.tower, m.dim)
+        self.item_tower = MLP(i_in, m.tower, m.dim)
         self.normalize = m.normalize
 
     # ---- the arrows -------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from recstack import losses
 from recstack.data.dataset import Interactions
-from recstack.models.features import FeatureEncoder, History, MeanBag, build_features, mlp
+from recstack.models.features import FeatureEncoder, History, MeanBag, build_features
+from recstack.models.layers import MLP
 from recstack.models.neural import NeuralRecommender
 from recstack.models.two_tower import _top
 from recstack.training.samplers import PopularitySampler, UniformSampler
@@ -45,7 +46,7 @@ class YouTubeDNNModule(nn.Module):
         self.use_example_age = m.use_example_age
         in_dim = m.history_dim + self.user_features.out_dim + 3 * m.use_example_age
         # every layer is a ReLU, the top one's output is the user vector (as in the figure)
-        self.tower = mlp(in_dim, m.tower, m.dim, final_relu=True)
+        self.tower = MLP(in_dim, m.tower, m.dim, final_activation=True)
         self.item = nn.Embedding(meta["n_items"], m.dim)
         self.item_bias = nn.Embedding(meta["n_items"], 1)
         nn.init.normal_(self.item.weight, std=m.init_std)

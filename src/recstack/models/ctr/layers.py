@@ -143,24 +143,6 @@ class LinearTerms(nn.Module):
         return out
 
 
-class MLP(nn.Sequential):
-    """``in_dim -> hidden[0] -> ... -> hidden[-1]``, each Linear followed by the activation and
-    dropout; ``out_dim`` appends a final linear layer (a logit head)."""
-
-    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int | None = None,
-                 dropout: float = 0.0, activation: type[nn.Module] = nn.ReLU) -> None:
-        layers: list[nn.Module] = []
-        for h in hidden:
-            layers += [nn.Linear(in_dim, h), activation()]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            in_dim = h
-        if out_dim is not None:
-            layers.append(nn.Linear(in_dim, out_dim))
-        super().__init__(*layers)
-        self.out_dim = out_dim if out_dim is not None else in_dim
-
-
 def numeric_input(batch: Batch) -> Tensor:
     """The dense inputs a deep tower concatenates to its embeddings: numeric + precomputed."""
     return torch.cat([batch["num"], batch["emb"]], 1)

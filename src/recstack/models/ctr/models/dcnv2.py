@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from recstack.features.pipeline import Layout
 from recstack.models.ctr.base import CTRConfig, CTRModule
 from recstack.models.ctr.estimator import CTRModel
-from recstack.models.ctr.layers import MLP, Batch, FieldEmbedder, numeric_input
+from recstack.models.ctr.layers import Batch, FieldEmbedder, numeric_input
+from recstack.models.layers import MLP
 
 
 class CrossNetV2(nn.Module):

@@ -18,8 +18,9 @@ from torch import Tensor
 from recstack.features.pipeline import Layout
 from recstack.models.ctr.base import CTRConfig, CTRModule
 from recstack.models.ctr.estimator import CTRModel
-from recstack.models.ctr.layers import MLP, Batch, FieldEmbedder, LinearTerms
+from recstack.models.ctr.layers import Batch, FieldEmbedder, LinearTerms
 from recstack.models.ctr.models.fm import fm_interaction
+from recstack.models.layers import MLP
 
 
 @dataclass

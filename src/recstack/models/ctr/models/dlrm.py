@@ -21,7 +21,8 @@ from recstack.features.pipeline import Layout
 from recstack.models.ctr.base import CTRConfig, CTRModule
 from recstack.models.ctr.dlrm_kernels import GatherInteraction
 from recstack.models.ctr.estimator import CTRModel
-from recstack.models.ctr.layers import MLP, Batch, FieldEmbedder
+from recstack.models.ctr.layers import Batch, FieldEmbedder
+from recstack.models.layers import MLP
 
 
 class _Gram(torch.autograd.Function):

@@ -21,8 +21,9 @@ from torch import Tensor
 from recstack.features.pipeline import Layout
 from recstack.models.ctr.base import CTRConfig, CTRModule
 from recstack.models.ctr.estimator import CTRModel
-from recstack.models.ctr.layers import MLP, Batch, FieldEmbedder, LinearTerms, numeric_input
+from recstack.models.ctr.layers import Batch, FieldEmbedder, LinearTerms, numeric_input
 from recstack.models.ctr.optim import FTRL, MultiOptimizer, RowWiseAdagrad, dense_optimizer
+from recstack.models.layers import MLP
 from recstack.training.trainer import TrainConfig
 
 

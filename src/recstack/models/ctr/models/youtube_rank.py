@@ -23,7 +23,8 @@ from torch import Tensor
 from recstack.features.pipeline import Layout
 from recstack.models.ctr.base import CTRConfig, CTRModule
 from recstack.models.ctr.estimator import CTRModel
-from recstack.models.ctr.layers import MLP, Batch, FieldEmbedder
+from recstack.models.ctr.layers import Batch, FieldEmbedder
+from recstack.models.layers import MLP
 
 
 @dataclass
