@@ -198,18 +198,24 @@ def segment_sum(grad_rows: Tensor, sorted_rows: SortedRows) -> Tensor:
 
 
 def rowwise_adagrad_update(weight: Tensor, accumulator: Tensor, unique: Tensor, grad: Tensor,
-                           lr: float, eps: float) -> None:
-    """In place, for the distinct rows `unique` with summed gradients `grad` [U, D] (fp32):
-    ``s_r += mean(g_r^2); w_r -= lr * g_r / (sqrt(s_r) + eps)`` (arithmetic in fp32)."""
+                           lr: float, eps: float, distinct: bool = True) -> None:
+    """Row-wise Adagrad, the one implementation recstack has (the fused table's `step` and the
+    `optim.RowWiseAdagrad` optimiser both call it). In place, for rows `unique` with summed
+    gradients `grad` [U, D]: ``s_r += mean(g_r^2); w_r -= lr * g_r / (sqrt(s_r) + eps)``
+    (arithmetic in fp32).
+
+    `distinct=False` admits repeated rows whose repeats carry zero gradients (the fixed-shape,
+    sync-free padding of `optim.coalesce_rows`): the update is then written with index_add,
+    where a zero row adds nothing. The Triton kernel (CUDA) needs distinct rows."""
     if len(unique) == 0:
         return
     d = weight.shape[1]
-    if _use_triton(weight, accumulator, unique, grad) and _pow2(d):
+    if distinct and _use_triton(weight, accumulator, unique, grad) and _pow2(d):
         r = 32
         _kernels().rowwise_adagrad_kernel[(-(-len(unique) // r),)](grad, unique, weight, accumulator, len(unique),
                                                                  float(lr), float(eps), D=d, R=r, num_warps=4)
         return
-    acc = accumulator.index_select(0, unique) + grad.square().mean(1)
-    accumulator.index_copy_(0, unique, acc)
-    w = weight.index_select(0, unique).float() - grad * (lr / (acc.sqrt() + eps)).unsqueeze(1)
-    weight.index_copy_(0, unique, w.to(weight.dtype))
+    grad = grad.float()
+    accumulator.index_add_(0, unique, grad.square().mean(1))
+    scale = lr / (accumulator.index_select(0, unique).sqrt() + eps)
+    weight.index_add_(0, unique, (grad * -scale.unsqueeze(1)).to(weight.dtype))

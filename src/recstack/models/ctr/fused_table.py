@@ -119,13 +119,8 @@ class RowWiseAdagradTable(nn.Module):
             self.apply_rows_grad(sorted_rows, grad_rows)
         self._pending_rows.clear()
         for uniq, leaf in self._pending:
-            if leaf.grad is None:
-                continue
-            g = leaf.grad.float()
-            acc = self.accumulator.index_select(0, uniq) + g.square().mean(1)
-            self.accumulator.index_copy_(0, uniq, acc)
-            g.mul_((-self.lr / (acc.sqrt() + self.eps)).unsqueeze(1))
-            self.weight.index_add_(0, uniq, g.to(self.weight.dtype))
+            if leaf.grad is not None:
+                rowwise_adagrad_update(self.weight, self.accumulator, uniq, leaf.grad.float(), self.lr, self.eps)
         self._pending.clear()
 
     def zero_grad(self, set_to_none: bool = True) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from recstack.models.ctr.dlrm_kernels import rowwise_adagrad_update
 from recstack.training.trainer import TrainConfig
 
 
@@ -43,7 +44,8 @@ def coalesce_rows(grad: Tensor) -> tuple[Tensor, Tensor]:
 class RowWiseAdagrad(torch.optim.Optimizer):
     """Adagrad with one accumulator per row: ``s_r += mean(g_r^2); w_r -= lr * g_r / (sqrt(s_r) + eps)``.
 
-    Accepts dense or sparse (``sparse=True`` embedding) gradients of 2-D parameters.
+    Accepts dense or sparse (``sparse=True`` embedding) gradients of 2-D parameters. The update is
+    `dlrm_kernels.rowwise_adagrad_update`, the same as the fused table's (`RowWiseAdagradTable`).
     """
 
     def __init__(self, params: Iterable[Tensor], lr: float = 0.05, eps: float = 1e-8,
@@ -62,17 +64,13 @@ class RowWiseAdagrad(torch.optim.Optimizer):
                     st["sum"] = torch.full((p.shape[0],), float(group["initial_accumulator"]),
                                            dtype=torch.float32, device=p.device)
                 acc = st["sum"]
-                if p.grad.is_sparse:
+                if p.grad.is_sparse:  # coalesced without a host sync: padding rows carry zeros
                     rows, g = coalesce_rows(p.grad)
-                    g = g.float()
-                    acc.index_add_(0, rows, torch.linalg.vector_norm(g, dim=1).square() / g.shape[1])
-                    scale = lr / (acc[rows].sqrt() + eps)
-                    p.index_add_(0, rows, (g * -scale.unsqueeze(1)).to(p.dtype))
+                    rowwise_adagrad_update(p.data, acc, rows, g, lr, eps, distinct=False)
                 else:
-                    g = p.grad.float().reshape(p.shape[0], -1)
-                    acc.add_(g.square().mean(1))
-                    step = g * (-lr / (acc.sqrt() + eps)).unsqueeze(1)
-                    p.add_(step.reshape(p.shape).to(p.dtype))
+                    rows = torch.arange(p.shape[0], device=p.device)
+                    rowwise_adagrad_update(p.data.view(p.shape[0], -1), acc, rows,
+                                           p.grad.reshape(p.shape[0], -1), lr, eps, distinct=False)
 
 
 class FTRL(torch.optim.Optimizer):
