@@ -66,3 +66,33 @@ def test_select_best_rules():
         select_best(cands, "ndcg@10")
     with pytest.raises(ValueError, match="finite"):
         select_best([Candidate("x", valid={"auc": float("nan")})], "auc")
+
+
+def test_synthetic_criteo_spec_builds_the_generators_tables():
+    from recstack.data.synthetic_ctr import SyntheticCTR, SyntheticCTRConfig
+    from recstack.features.pipeline import FeaturePipeline
+    from recstack.workflow.ctr import synthetic_criteo_task
+
+    task = synthetic_criteo_task("synthetic-criteo:1_000?seed=3&max_cardinality=500")
+    assert (task.info["train"], task.info["valid"], task.info["test"]) == (800, 100, 100)
+    layout = FeaturePipeline(task.features).fit(task.train).layout()
+    cards = SyntheticCTR(SyntheticCTRConfig(seed=3, max_cardinality=500)).cards
+    assert layout.cat_sizes == [int(c) + 1 for c in cards]  # the tables bench_dlrm.py trains
+    for bad in ("synthetic-criteo:abc", "synthetic-criteo:5", "synthetic-criteo:100?sed=1"):
+        with pytest.raises(ValueError, match="synthetic-criteo"):
+            synthetic_criteo_task(bad)
+
+
+def test_ctr_run_reports_steady_state_throughput():
+    import json
+
+    from typer.testing import CliRunner
+
+    from recstack.cli import app
+
+    res = CliRunner().invoke(app, ["train", "--model", "dlrm", "--data", "synthetic-criteo:3000?max_cardinality=50",
+                                   "--device", "cpu", "--set", "epochs=2", "--set", "batch_size=128",
+                                   "--set", "dim=8", "--set", "sparse=true", "--set", "progress=false"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["train_samples_per_s"] > 0 and 0.0 < out["auc"] < 1.0

@@ -30,6 +30,12 @@ from recstack.progress import bar, console
 from recstack.training.checkpoint import load_checkpoint, save_checkpoint
 
 LossFn = Callable[[dict[str, torch.Tensor], torch.Generator], torch.Tensor]
+_WARMUP_BATCHES = 5  # left out of the steady-state throughput of an epoch
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @dataclass
@@ -193,6 +199,8 @@ class Trainer:
                 "epoch": epoch + 1,
                 "loss": train_loss,
                 "seconds": time.perf_counter() - t0,
+                # training examples per second on this rank after the epoch's first batches
+                "samples_per_s": self.steady_samples_per_s_,
                 "lr": opt.param_groups[0]["lr"],
             }
             if not math.isfinite(train_loss):
@@ -256,7 +264,15 @@ class Trainer:
         n_batches = math.ceil(len(perm) / cfg.batch_size)
         device = perm.device
         total = torch.zeros((), device=device)
+        # steady-state throughput: the clock starts after the first batches (allocator, kernel
+        # selection, compilation), with a device sync at both ends; a short epoch counts whole
+        warm = _WARMUP_BATCHES if n_batches > 2 * _WARMUP_BATCHES else 0
+        self.steady_ = (time.perf_counter(), 0)
         for b in range(n_batches):
+            if b == warm:
+                _sync(device)
+                self.steady_ = (time.perf_counter(), sum(min(cfg.batch_size, len(perm) - i * cfg.batch_size)
+                                                        for i in range(warm)))
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             weight = 1.0
             if ddp is not None:
@@ -274,6 +290,9 @@ class Trainer:
                 # reading the loss syncs the GPU: only every 50 batches
                 prog.update(prog.task_ids[0], completed=b + 1,
                             description=f"{label} loss={float(total) / (b + 1):.4f}")
+        _sync(device)
+        t0, skipped = self.steady_
+        self.steady_samples_per_s_ = (len(perm) - skipped) / max(time.perf_counter() - t0, 1e-9)
         return total
 
     def _report(self, row: dict[str, Any]) -> None:
@@ -304,3 +323,12 @@ class Trainer:
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(copy.deepcopy(self.config))
+
+
+def steady_samples_per_s(history: list[dict[str, Any]]) -> float | None:
+    """Steady-state training throughput of a run: the median over its epochs of the examples
+    per second after each epoch's first batches (`Trainer`'s ``samples_per_s``)."""
+    import statistics
+
+    values = [h["samples_per_s"] for h in history if h.get("samples_per_s")]
+    return round(statistics.median(values), 1) if values else None

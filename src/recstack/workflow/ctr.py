@@ -20,12 +20,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from recstack.evaluation.ranking import resolve_device
 from recstack.evaluation.selection import Candidate, select_best
 from recstack.features.specs import Categorical, FeatureSpec, Numeric
 from recstack.models.ctr.tasks import CTRTask, interactions_ctr_task
 from recstack.models.registry import create_model
 from recstack.progress import step
+from recstack.training.trainer import steady_samples_per_s
 from recstack.workflow.config import TASK_OPTIONS, CTRTaskOptions
 
 
@@ -51,9 +54,51 @@ def criteo_task(path: str, min_freq: int = 10, hash_buckets: int = 0, max_rows: 
                    {"rows": n, "train": n_train, "valid": n_valid, "test": n_test})
 
 
+SYNTHETIC = "synthetic-criteo"
+
+
+def synthetic_criteo_task(spec: str, valid_frac: float = 0.1, test_frac: float = 0.1) -> CTRTask:
+    """``synthetic-criteo:ROWS[?seed=S&max_cardinality=M]``: a Criteo-shaped click log of ROWS
+    rows from `recstack.data.synthetic_ctr` (26 categorical fields with Criteo's cardinalities
+    capped at M, default 1,000,000; 13 counts; a planted label), split in row order 80/10/10.
+    The categorical fields are hashed into as many buckets as they have values, so the tables
+    have the generator's sizes (those `benchmarks/bench_dlrm.py` trains) and nothing is fitted."""
+    from recstack.data.criteo import CAT_COLUMNS, INT_COLUMNS
+    from recstack.data.synthetic_ctr import SyntheticCTR, SyntheticCTRConfig
+
+    rest = spec.split(":", 1)[1] if ":" in spec else ""
+    rows_text, _, query = rest.partition("?")
+    opts: dict[str, str] = {}
+    for part in filter(None, query.split("&")):
+        key, eq, value = part.partition("=")
+        if not eq or key not in ("seed", "max_cardinality"):
+            raise ValueError(f"{spec}: unknown option '{part}'; valid: seed=N, max_cardinality=N")
+        opts[key] = value
+    try:
+        rows = int(float(rows_text.replace("_", ""))) if rows_text else 0
+        seed, cap = int(opts.get("seed", 0)), int(opts.get("max_cardinality", 1_000_000))
+    except ValueError:
+        raise ValueError(f"{spec}: expected {SYNTHETIC}:ROWS[?seed=N&max_cardinality=N] with integers") from None
+    if rows < 10 or cap < 1:
+        raise ValueError(f"{spec}: ROWS must be at least 10 and max_cardinality at least 1")
+    gen = SyntheticCTR(SyntheticCTRConfig(seed=seed, max_cardinality=cap))
+    frame = pl.concat(list(gen.frames(rows, chunk_rows=1_000_000)))
+    features: list[FeatureSpec] = [*(Numeric(c, transforms=("log", "standardize")) for c in INT_COLUMNS),
+                                   *(Categorical(c, hash_buckets=int(card)) for c, card in zip(CAT_COLUMNS, gen.cards, strict=True))]
+    n_test, n_valid = int(round(rows * test_frac)), int(round(rows * valid_frac))
+    n_train = rows - n_test - n_valid
+    return CTRTask(frame.head(n_train), frame.slice(n_train, n_valid), frame.tail(n_test), features, None,
+                   {"rows": rows, "train": n_train, "valid": n_valid, "test": n_test, "seed": seed,
+                    "max_cardinality": cap, "table_rows": int(sum(int(c) + 1 for c in gen.cards))})
+
+
 def load_task(data: str, options: dict[str, Any]) -> tuple[CTRTask, str]:
     """The CTR task of a data spec, and a one-line description of its protocol."""
     o = CTRTaskOptions(**options)
+    if data.startswith(f"{SYNTHETIC}:"):
+        task = synthetic_criteo_task(data)
+        return task, (f"{SYNTHETIC}: generated Criteo-shaped log, row order 80/10/10 train/valid/test, "
+                      "early stopping on valid AUC")
     if data.startswith("criteo:"):
         task = criteo_task(data.split(":", 1)[1], min_freq=10 if o.min_freq is None else o.min_freq,
                            hash_buckets=o.hash_buckets, max_rows=o.max_rows)
@@ -96,6 +141,7 @@ def run_ctr_experiment(cfg: Any) -> dict[str, Any]:
         "params": ranker.get_params() | options,
         "best_epoch": tr.best_epoch,
         "valid_auc": round(float(tr.best_metrics.get("auc", float("nan"))), 6),
+        "train_samples_per_s": steady_samples_per_s(tr.history),
         "rows": {k: task.info.get(k) for k in ("train", "valid", "test")},
     }
     if cfg.out:

@@ -22,6 +22,7 @@ from recstack.models.base import Recommender, resolve_device
 from recstack.models.capabilities import EncodesSequences
 from recstack.models.registry import create_model
 from recstack.progress import step
+from recstack.training.trainer import steady_samples_per_s
 from recstack.workflow.config import ExperimentConfig
 
 
@@ -172,6 +173,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         "device": str(resolve_device(cfg.device)),
         "params": model.get_params() | {"device": cfg.device},
         "users_evaluated": int(len(result.users)),
+        "train_samples_per_s": steady_samples_per_s(fit_info.get("history", [])),
         **{k: v for k, v in fit_info.items() if k != "history"},
     }
     if cfg.out:
