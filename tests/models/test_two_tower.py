@@ -1,9 +1,8 @@
-"""Feature encoder, two-tower and YouTube-DNN: exact checks of the plumbing against independent
-computations, and small planted data sets the models must learn."""
+"""Two-tower and YouTube-DNN: exact checks of the plumbing against independent computations,
+and small planted data sets the models must learn. (The feature encoders and histories they
+are built on are tested in tests/features/test_entity_features.py.)"""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ import torch.nn.functional as F
 from recstack.data import from_raw
 from recstack.data.dataset import FeatureTable
 from recstack.models import Recommender
-from recstack.models.features import FeatureEncoder, History, build_features
 from recstack.models.two_tower import TwoTower
 from recstack.models.youtube_dnn import YouTubeDNN
 
@@ -27,69 +25,6 @@ def _few_threads():
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead
     yield
     torch.set_num_threads(n)
-
-
-# ---- feature encoder ---------------------------------------------------------------------------
-def feature_table() -> tuple[FeatureTable, dict[str, np.ndarray]]:
-    table = FeatureTable(
-        n=4,
-        categorical={"color": (np.array([0, 1, -1, 2]), np.array(["blue", "green", "red"]))},
-        multihot={
-            "tags": (np.array([0, 2, 2, 3, 4]), np.array([0, 1, 2, 1]), np.array(["t0", "t1", "t2"])),
-            "genres": (np.array([0, 1, 2, 2, 4]), np.array([0, 1, 0, 1]), np.array(["g0", "g1"])),
-        },
-        numeric={"price": np.array([1.0, np.nan, 3.0, 5.0], np.float32)},
-        text={"title": np.array(["a", "b", "c", "d"], dtype=object)},
-    )
-    dense = {"vec": np.arange(12, dtype=np.float32).reshape(4, 3)}
-    return table, dense
-
-
-def expected_encoding(enc: FeatureEncoder, id_vec, color, tags, genres, price, vec) -> torch.Tensor:
-    """Independent per-entity computation of the encoder's output."""
-    mh = enc.multihot.weight
-    pool = lambda codes: mh[codes].mean(0) if codes else torch.zeros(mh.shape[1])  # noqa: E731
-    mean, std = 3.0, float(np.std([1.0, 3.0, 5.0]))
-    z = 0.0 if np.isnan(price) else (price - mean) / std
-    return torch.cat([id_vec, enc.categorical[0].weight[color], pool(tags), pool([3 + g for g in genres]),
-                      torch.tensor([z, float(np.isnan(price))]), torch.as_tensor(vec, dtype=torch.float32)])
-
-
-def test_feature_encoder_every_kind_and_missing_values():
-    table, dense = feature_table()
-    schema, tensors = build_features(table, 4, dense=dense, max_dim=8)
-    json.dumps(schema)  # JSON-able meta
-    assert schema["skipped"] == ["title"]  # text is left to a content encoder
-    enc = FeatureEncoder(schema, n_ids=4, id_dim=3, tensors=tensors)
-    ids = enc.id.weight
-    assert torch.count_nonzero(enc.categorical[0].weight[3]) == 0  # the unknown row starts at 0
-    with torch.no_grad():
-        enc.categorical[0].weight[3] += 0.5  # make "unknown" distinguishable from "absent"
-        out = enc(torch.tensor([0, 1, 2, 3]))
-        assert out.shape == (4, enc.out_dim)
-        rows = [  # color code (3 = missing), tags, genres, price, as stored in `table`
-            (0, [0, 1], [0], 1.0), (1, [], [1], np.nan), (3, [2], [], 3.0), (2, [1], [0, 1], 5.0)]
-        for e, (c, t, g, p) in enumerate(rows):
-            torch.testing.assert_close(out[e], expected_encoding(enc, ids[e], c, t, g, p, dense["vec"][e]))
-
-        # unseen entities from raw values: unknown id -> mean id, unseen values -> unknown / dropped
-        new = enc.rows_from_values({"color": ["green", "purple", None], "tags": [["t1", "t9"], [], None],
-                                    "price": [2.0, None, 4.0], "vec": np.ones((3, 3))}, 3)
-        got = enc.encode(new, None)
-        mean_id = ids[:4].mean(0)
-        for e, (c, t, p) in enumerate([(1, [1], 2.0), (3, [], np.nan), (3, [], 4.0)]):
-            torch.testing.assert_close(got[e], expected_encoding(enc, mean_id, c, t, [], p, np.ones(3)))
-
-        # a FeatureTable of the same entities gives the same rows as the stored buffers
-        again = enc.rows_from_table(table.take(np.array([2, 0])), {"vec": dense["vec"][[2, 0]]})
-        torch.testing.assert_close(enc.encode(again, torch.tensor([2, 0])), out[[2, 0]])
-
-        # the feature data are buffers: a model rebuilt from the schema + state dict is identical
-        clone = FeatureEncoder(schema, n_ids=4, id_dim=3)
-        clone.load_state_dict(enc.state_dict())
-        torch.testing.assert_close(clone(torch.tensor([3, 1])), out[[3, 1]])
-    with pytest.raises(ValueError, match="unknown feature field"):
-        enc.rows_from_values({"colour": ["red"]}, 1)
 
 
 # ---- planted data: preference = user group matches item kind --------------------------------------
@@ -284,11 +219,6 @@ def test_youtube_dnn_histories_hold_only_earlier_items():
                                                strict=True)}
     bags = capped.module_.history.bag(ex["user"], ex["hist_end"]).tolist()
     assert {(u, i, tuple(h)) for u, i, h in zip(ex["user"].tolist(), ex["item"].tolist(), bags, strict=True)} <= ref
-
-    data.timestamp = None  # no timestamps: row order
-    hist, ends = History.build(data, 3)
-    got = hist.bag(torch.as_tensor(users), torch.as_tensor(ends)).numpy()
-    np.testing.assert_array_equal(got, reference_histories(users, items, np.arange(len(users)), 3))
 
 
 def test_youtube_dnn_learns_exports_and_round_trips(planted_data):

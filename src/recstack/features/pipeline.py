@@ -49,6 +49,8 @@ from recstack.features.specs import (
     spec_from_json,
     spec_to_json,
 )
+from recstack.features.stats import Moments, standardize
+from recstack.features.vocab import ValueCounts, Vocabulary
 
 _VOCAB_KINDS = (Categorical, MultiHot, IdSequence)
 _MAX_EXACT_CROSS = 10_000_000
@@ -149,7 +151,7 @@ def _apply_numeric(x: np.ndarray, transforms: Sequence[str], state: dict[str, fl
         if t == "log":
             x = np.log1p(np.maximum(x, 0.0))
         elif t == "standardize":
-            x = (x - state["mean"]) / state["std"]
+            x = standardize(x, state["mean"], state["std"])
     return x
 
 
@@ -169,7 +171,7 @@ class FeaturePipeline:
         self.sample_size, self.seed = sample_size, seed
         self._check_specs()
         self.state_: dict[str, dict[str, Any]] | None = None
-        self._vocab_cache: dict[str, tuple[pl.Series, pl.Series]] = {}
+        self._vocab_cache: dict[str, Vocabulary] = {}
 
     def _check_specs(self) -> None:
         names = [s.name for s in self.specs]
@@ -210,8 +212,8 @@ class FeaturePipeline:
         """Fit on a frame, or on an iterable of frames (chunks: memory stays bounded by the
         vocabularies, never by the number of rows)."""
         frames = [data] if isinstance(data, pl.DataFrame) else data
-        counts: dict[str, pl.DataFrame] = {}
-        moments: dict[str, np.ndarray] = {}
+        counts: dict[str, ValueCounts] = {}
+        moments: dict[str, Moments] = {}
         samples: dict[str, list[np.ndarray]] = {}
         rng = np.random.default_rng(self.seed)
         n_rows = 0
@@ -221,17 +223,11 @@ class FeaturePipeline:
                 if self._needs_vocab(s):
                     col = _column(frame, s, where)
                     vals = _lists(col, s, where)[0] if isinstance(s, MultiHot | IdSequence) else col
-                    vc = (vals.cast(pl.String).drop_nulls().value_counts(name="count")
-                          .rename({vals.name: "value"}).with_columns(pl.col("count").cast(pl.Int64)))
-                    prev = counts.get(s.name)
-                    counts[s.name] = vc if prev is None else (
-                        pl.concat([prev, vc]).group_by("value").agg(pl.col("count").sum()))
+                    counts.setdefault(s.name, ValueCounts()).add(vals)
                 elif isinstance(s, Numeric) and "standardize" in s.transforms:
                     upto = list(s.transforms).index("standardize")
                     x = _apply_numeric(_numbers(_column(frame, s, where), where, s.name), s.transforms, {}, upto)
-                    x = x[np.isfinite(x)]
-                    m = moments.setdefault(s.name, np.zeros(3))
-                    m += (len(x), x.sum(), np.square(x).sum())
+                    moments.setdefault(s.name, Moments()).add(x)
                 elif isinstance(s, Bucketized):
                     x = _numbers(_column(frame, s, where), where, s.name)
                     x = x[np.isfinite(x)]
@@ -249,17 +245,9 @@ class FeaturePipeline:
             if isinstance(s, _VOCAB_KINDS) and s.hash_buckets:
                 st["buckets"] = int(s.hash_buckets)
             elif self._needs_vocab(s):
-                vc = counts[s.name].filter(pl.col("count") >= s.min_freq).sort(
-                    ["count", "value"], descending=[True, False])
-                if s.max_size is not None:
-                    vc = vc.head(s.max_size)
-                st["vocab"] = vc["value"].to_list()
+                st["vocab"] = counts[s.name].vocabulary(s.min_freq, s.max_size).values
             elif isinstance(s, Numeric) and "standardize" in s.transforms:
-                cnt, tot, sq = moments.get(s.name, np.zeros(3))
-                mean = tot / cnt if cnt else 0.0
-                var = sq / cnt - mean * mean if cnt else 1.0
-                std = float(np.sqrt(max(var, 0.0)))
-                st.update(mean=float(mean), std=std if std > 1e-12 else 1.0)
+                st.update(moments.get(s.name, Moments()).stats().to_json())
             elif isinstance(s, Bucketized):
                 x = np.concatenate(samples.get(s.name, [np.zeros(0)]))
                 qs = np.quantile(x, np.linspace(0, 1, s.n_buckets + 1)[1:-1]) if len(x) else np.zeros(0)
@@ -280,7 +268,7 @@ class FeaturePipeline:
             return self._size(self._spec(s.vocab_of))
         if "buckets" in st:
             return st["buckets"] + 1
-        return len(st["vocab"]) + 2
+        return self._vocabulary(s.name).size
 
     def _cross_size(self, s: Cross) -> int:
         if s.hash_buckets:
@@ -319,20 +307,19 @@ class FeaturePipeline:
             raise RuntimeError("feature pipeline: call fit() (or load()) first")
 
     # ---- transform ------------------------------------------------------------------------------
+    def _vocabulary(self, name: str) -> Vocabulary:
+        """The fitted vocabulary of field `name` (codes 0 missing, 1 out of vocabulary, 2..)."""
+        if name not in self._vocab_cache:
+            self._vocab_cache[name] = Vocabulary(self.state_[name]["vocab"])
+        return self._vocab_cache[name]
+
     def _encode(self, values: pl.Series, s: FeatureSpec) -> np.ndarray:
         """Codes of raw values: 0 missing, 1 out of vocabulary, 2.. vocabulary (or hash buckets)."""
         owner = self._spec(s.vocab_of) if getattr(s, "vocab_of", None) else s
         st = self.state_[owner.name]
         if "buckets" in st:
             return hash_bucket(values, st["buckets"])
-        if owner.name not in self._vocab_cache:
-            vocab = pl.Series("v", st["vocab"], dtype=pl.String)
-            self._vocab_cache[owner.name] = (vocab, pl.Series("c", np.arange(2, len(vocab) + 2)))
-        vocab, codes = self._vocab_cache[owner.name]
-        text = values.cast(pl.String)
-        out = text.replace_strict(vocab, codes, default=1, return_dtype=pl.Int64).to_numpy().copy()
-        out[text.is_null().to_numpy()] = 0
-        return out
+        return self._vocabulary(owner.name).encode(values)
 
     def transform(self, frame: pl.DataFrame, device: torch.device | str | None = None,
                   where: str = "frame") -> dict[str, torch.Tensor]:

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 
 from recstack import losses
 from recstack.data.dataset import FeatureTable, Interactions
-from recstack.models.features import FeatureEncoder, History, MeanBag, build_features
+from recstack.features.entity import FeatureEncoder, build_features
+from recstack.features.history import History, MeanBag
 from recstack.models.layers import MLP
 from recstack.models.neural import NeuralRecommender
 from recstack.training.samplers import InBatchSampler, PopularitySampler, UniformSampler
@@ -310,7 +311,7 @@ class TwoTower(NeuralRecommender):
         mhs = [c["name"] for c in s["multihot"]]
         if field in cats:
             f = cats.index(field)
-            n_values = len(s["categorical"][f]["vocab"]) + 1
+            n_values = enc.vocabularies[f].size
             owner, value = torch.arange(len(trained), device=trained.device), enc.cat[:, f]
             new_owner = torch.arange(rows.cat.shape[0], device=trained.device)
             new_value = rows.cat[:, f]

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from recstack import losses
 from recstack.data.dataset import Interactions
-from recstack.models.features import FeatureEncoder, History, MeanBag, build_features
+from recstack.features.entity import FeatureEncoder, build_features
+from recstack.features.history import History, MeanBag
 from recstack.models.layers import MLP
 from recstack.models.neural import NeuralRecommender
 from recstack.models.two_tower import _top

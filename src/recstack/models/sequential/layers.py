@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recstack.models.features import MeanBag
+from recstack.features.history import MeanBag
 
 
 class ItemEmbedding(nn.Module):

@@ -1,4 +1,5 @@
-"""Feature encoders: the side features of users or items -> one dense vector per entity.
+"""Entity features: the side features of users or items -> one dense vector per entity (the
+inputs of the two-tower and YouTube-DNN towers, and of their cold-start paths).
 
     schema, tensors = build_features(data.item_features, data.n_items)   # JSON-able + buffers
     enc = FeatureEncoder(schema, n_ids=data.n_items, id_dim=32, tensors=tensors)
@@ -17,14 +18,16 @@ Text columns are not embedded here (a content encoder can turn them into dense v
 The feature data lives in module buffers: it moves with ``.to(device)`` and is saved with the
 model's weights; the schema (sizes, vocabularies, statistics) goes into the model's JSON meta.
 
-The module also holds :class:`History`, the users' time-ordered item sequences from which the
-history-bag inputs of two-tower / YouTube-DNN query towers are read, and :class:`MeanBag`,
-which averages them.
+Categorical values are coded by :class:`~recstack.features.vocab.Vocabulary` (layout
+``UNKNOWN_LAST``: the data set's codes, then one row for missing / unseen values) and numeric
+fields standardised with :class:`~recstack.features.stats.NumericStats`: the same
+implementations as the :class:`~recstack.features.FeaturePipeline` of the CTR models.
+The users' item histories of the query towers are in :mod:`recstack.features.history`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +35,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from recstack.data.dataset import FeatureTable, Interactions
+from recstack.data.dataset import FeatureTable
+from recstack.features.stats import NumericStats, standardize
+from recstack.features.vocab import UNKNOWN_LAST, Vocabulary
 
 Schema = dict[str, Any]
 
@@ -75,13 +80,13 @@ def build_features(
                       "skipped": list(table.text)}
     t: dict[str, Tensor] = {}
 
-    # categorical: code -1 (missing) -> the field's "unknown" row at index cardinality
+    # categorical: the table's codes; -1 (missing) -> the field's "unknown" row at index cardinality
     cats = []
     for name, (codes, vocab) in table.categorical.items():
-        card = len(vocab)
-        schema["categorical"].append({"name": name, "vocab": _json_values(vocab),
-                                      "dim": embedding_dim(card, max_dim)})
-        cats.append(np.where(codes < 0, card, codes))
+        voc = Vocabulary(_json_values(vocab), UNKNOWN_LAST)
+        schema["categorical"].append({"name": name, "vocab": voc.values,
+                                      "dim": embedding_dim(len(voc), max_dim)})
+        cats.append(voc.codes(codes, np.asarray(codes) < 0))
     t["cat"] = torch.as_tensor(np.stack(cats, 1) if cats else np.zeros((n, 0)), dtype=torch.long)
 
     # multi-hot: one CSR over (entity, field) bags, values shifted into a fused vocabulary
@@ -106,10 +111,7 @@ def build_features(
 
     # numeric: raw values kept (NaN = missing); the encoder standardises with these statistics
     for name, x in numeric.items():
-        ok = x[np.isfinite(x)]
-        mean = float(ok.mean()) if len(ok) else 0.0
-        std = float(ok.std()) if len(ok) > 1 else 1.0
-        schema["numeric"].append({"name": name, "mean": mean, "std": std if std > 0 else 1.0})
+        schema["numeric"].append({"name": name, **NumericStats.of(x).to_json()})
     t["num"] = torch.as_tensor(np.stack(list(numeric.values()), 1) if numeric else np.zeros((n, 0)),
                                dtype=torch.float32)
 
@@ -158,19 +160,22 @@ class FeatureEncoder(nn.Module):
         self.learned_unknown_id = learned_unknown_id
         n, cats, mhs = schema["n"], schema["categorical"], schema["multihot"]
         self.n_fields = len(mhs)
+        self.vocabularies = [Vocabulary(c["vocab"], UNKNOWN_LAST) for c in cats]  # categorical
+        self.multihot_vocabularies = [Vocabulary(m["vocab"], UNKNOWN_LAST) for m in mhs]
 
         # the boxes: id table, one table per categorical field, one fused multi-hot table
         self.id = nn.Embedding(n_ids + 1, id_dim) if n_ids and id_dim else None
         use_cat, use_mh = use_features and bool(cats), use_features and bool(mhs)
         self.categorical = nn.ModuleList(
-            nn.Embedding(len(c["vocab"]) + 1, c["dim"]) for c in cats) if use_cat else None
+            nn.Embedding(v.size, c["dim"]) for v, c in zip(self.vocabularies, cats, strict=True)
+        ) if use_cat else None
         self.multihot = nn.EmbeddingBag(sum(len(m["vocab"]) for m in mhs), schema["multihot_dim"],
                                         mode="mean") if use_mh else None
         for table in [self.id, *(self.categorical or []), self.multihot]:
             if table is not None:
                 nn.init.normal_(table.weight, std=init_std)
-        for c, table in zip(cats, self.categorical or [], strict=False):
-            nn.init.zeros_(table.weight[len(c["vocab"])])  # unseen value: contributes nothing
+        for v, table in zip(self.vocabularies, self.categorical or [], strict=False):
+            nn.init.zeros_(table.weight[v.unknown])  # missing / unseen value: contributes nothing
 
         # the feature data, as buffers (device placement + safetensors)
         shapes = {"cat": ((n, len(cats)), torch.long),
@@ -212,7 +217,7 @@ class FeatureEncoder(nn.Module):
             parts.append(pooled.reshape(b, -1))
         if self.use_features and rows.num.shape[1]:
             missing = torch.isnan(rows.num)
-            z = (rows.num - self.num_stats[:, 0]) / self.num_stats[:, 1]
+            z = standardize(rows.num, self.num_stats[:, 0], self.num_stats[:, 1])
             parts += [torch.where(missing, torch.zeros_like(z), z), missing.float()]
         if self.use_features and rows.dense.shape[1]:
             parts.append(rows.dense)
@@ -256,20 +261,20 @@ class FeatureEncoder(nn.Module):
         if unknown:
             raise ValueError(f"unknown feature field(s) {sorted(unknown)}; this model knows {sorted(expected)}")
         cat = np.zeros((n, len(self.schema["categorical"])), np.int64)
-        for f, c in enumerate(self.schema["categorical"]):
-            card = len(c["vocab"])
+        for f, (c, voc) in enumerate(zip(self.schema["categorical"], self.vocabularies,
+                                         strict=True)):
             if c["name"] in table.categorical:
                 codes, vocab = table.categorical[c["name"]]
-                m = _remap(vocab, c["vocab"], missing=card)
-                cat[:, f] = np.where(codes < 0, card, m[np.maximum(codes, 0)] if len(m) else card)
+                cat[:, f] = voc.recode(codes, vocab)
             else:
-                cat[:, f] = card
+                cat[:, f] = voc.missing
         # multi-hot: (entity, field) bags in fused codes, unseen values dropped
         owners, fields, values, shift = [], [], [], 0
-        for f, mfield in enumerate(self.schema["multihot"]):
+        for f, (mfield, voc) in enumerate(zip(self.schema["multihot"], self.multihot_vocabularies,
+                                              strict=True)):
             if mfield["name"] in table.multihot:
                 off, val, vocab = table.multihot[mfield["name"]]
-                codes = _remap(vocab, mfield["vocab"], missing=-1)[val]
+                codes = voc.index(vocab)[val]
                 keep = codes >= 0
                 owners.append(np.repeat(np.arange(n), np.diff(off))[keep])
                 fields.append(np.full(int(keep.sum()), f))
@@ -296,18 +301,6 @@ class FeatureEncoder(nn.Module):
         number (None/NaN = missing); dense: a vector per entity (or an ``[n, d]`` matrix).
         """
         return self.rows_from_table(*table_from_values(self.schema, columns, n))
-
-
-def _remap(vocab: np.ndarray, known: Sequence[Any], missing: int) -> np.ndarray:
-    """For each raw value of ``vocab``: its index in ``known`` (compared as str), else ``missing``."""
-    known_s = np.asarray([str(v) for v in known], dtype=object).astype(str)
-    v = np.asarray([str(x) for x in np.asarray(vocab).tolist()], dtype=object).astype(str)
-    if not len(known_s):
-        return np.full(len(v), missing, np.int64)
-    order = np.argsort(known_s)
-    pos = np.searchsorted(known_s[order], v).clip(0, len(known_s) - 1)
-    hit = known_s[order][pos] == v
-    return np.where(hit, order[pos], missing).astype(np.int64)
 
 
 def table_from_values(schema: Schema, columns: Mapping[str, Any], n: int
@@ -339,73 +332,3 @@ def table_from_values(schema: Schema, columns: Mapping[str, Any], n: int
         else:
             table.numeric[name] = np.asarray([np.nan if v is None else v for v in col], np.float32)
     return table, dense
-
-
-# ---- user histories ---------------------------------------------------------------------------------
-class History(nn.Module):
-    """Each user's training items in time order (CSR buffers), read as fixed-size bags.
-
-    ``bag(users, ends)`` returns the last ``max_len`` items before position ``ends`` of each
-    user's sequence, right-aligned, as item index + 1 with 0 = padding (so an ``EmbeddingBag``
-    with ``padding_idx=0`` averages exactly the real items; an empty history pools to zeros).
-    """
-
-    def __init__(self, n_users: int, nnz: int, max_len: int) -> None:
-        super().__init__()
-        self.max_len = max_len
-        self.register_buffer("indptr", torch.zeros(n_users + 1, dtype=torch.long))
-        self.register_buffer("items", torch.zeros(nnz, dtype=torch.long))
-
-    @classmethod
-    def build(cls, data: Interactions, max_len: int) -> tuple[History, np.ndarray]:
-        """Sequences from ``data`` and, per interaction (aligned with ``data``'s rows), the end of
-        its history: only items with a strictly earlier timestamp (row order when there is no
-        timestamp), so neither the target nor anything at the same time leaks into its input."""
-        n = len(data)
-        t = data.timestamp if data.timestamp is not None else np.arange(n)
-        order = np.lexsort((np.arange(n), t, data.user))  # by user, then time, then row
-        u, ts = data.user[order], t[order]
-        new_group = np.ones(n, bool)
-        new_group[1:] = (u[1:] != u[:-1]) | (ts[1:] != ts[:-1])
-        group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0)) if n else order
-        ends = np.empty(n, np.int64)
-        ends[order] = group_start
-        hist = cls(data.n_users, n, max_len)
-        hist.indptr[1:] = torch.as_tensor(np.cumsum(np.bincount(data.user, minlength=data.n_users)))
-        hist.items.copy_(torch.as_tensor(data.item[order]))
-        return hist, ends
-
-    def bag(self, users: Tensor, ends: Tensor | None = None) -> Tensor:
-        """``[B, max_len]`` padded item bags; ``ends=None`` = the user's full history (serving)."""
-        if ends is None:
-            ends = self.indptr[users + 1]
-        idx = ends.unsqueeze(1) - self.max_len + torch.arange(self.max_len, device=ends.device)
-        valid = idx >= self.indptr[users].unsqueeze(1)
-        if self.items.numel() == 0:
-            return torch.zeros_like(idx)
-        return torch.where(valid, self.items[idx.clamp_min(0)] + 1, torch.zeros_like(idx))
-
-    def bag_from_items(self, items: Sequence[int] | None, device: torch.device) -> Tensor:
-        """``[1, max_len]`` bag of an explicit history (chronological item indices)."""
-        items = list(items or [])[-self.max_len:] if self.max_len else []
-        out = torch.zeros(1, self.max_len, dtype=torch.long, device=device)
-        if items:
-            out[0, self.max_len - len(items):] = torch.as_tensor(items, device=device) + 1
-        return out
-
-
-class MeanBag(nn.Embedding):
-    """Mean of the embeddings of each row of a padded ``[B, L]`` bag (index 0 = padding, fixed
-    at zero); an all-padding row pools to zeros. A masked mean rather than ``EmbeddingBag``: its
-    backward is about twice as fast on CPU and just as fast on GPU."""
-
-    def __init__(self, n: int, dim: int, init_std: float) -> None:
-        super().__init__(n, dim, padding_idx=0)
-        nn.init.normal_(self.weight, std=init_std)
-        with torch.no_grad():
-            self.weight[0].zero_()
-
-    def forward(self, bags: Tensor) -> Tensor:
-        mask = (bags > 0).unsqueeze(-1)
-        total = (super().forward(bags) * mask).sum(1)
-        return total / mask.sum(1).clamp_min(1)
