@@ -37,7 +37,9 @@ from recstack.data.synthetic_ctr import SyntheticCTR, SyntheticCTRConfig
 from recstack.features.pipeline import Layout
 from recstack.models.ctr.fused_table import DedupPrefetcher, RowWiseAdagradTable
 from recstack.models.ctr.models.dlrm import DLRMConfig, DLRMNet
+from recstack.models.ctr.fast_path import FusedDLRMStep
 from recstack.models.ctr.optim import RowWiseAdagrad
+from recstack.training.trainer import TrainConfig
 
 
 def make_batches(gen: SyntheticCTR, n_batches: int, batch: int, device: torch.device) -> list[dict]:
@@ -130,24 +132,35 @@ def main() -> None:
     bottom, top = ((64, 32), (64, 32)) if args.small else ((512, 256), big_top)
     model = DLRMNet(layout, DLRMConfig(dim=args.dim, sparse=True, bottom=bottom, top=top, init_std=0.01, dropout=0.0)).to(device)
     table_dtype = getattr(torch, args.table_dtype)
-    if args.table_mode in ("fused", "kernels"):
-        if args.table_optimizer != "rowwise_adagrad":
-            raise SystemExit("--table-mode fused trains with row-wise Adagrad only")
+    if args.table_mode in ("fused", "kernels") and args.table_optimizer != "rowwise_adagrad":
+        raise SystemExit("--table-mode fused/kernels train with row-wise Adagrad only")
+    if args.table_mode == "fused":
         # the model's own table is replaced: its dense part reads rows from the fused table
         model.embed.table = RowWiseAdagradTable(sizes, args.dim, lr=args.embedding_lr,
                                                 dtype=table_dtype, init_std=0.01).to(device)
     table = model.embed.table
-    if args.table_mode == "sparse":
+    if args.table_mode in ("sparse", "kernels"):
         table.weight.data = table.weight.data.to(table_dtype)
     batches = make_batches(gen, args.pool, args.batch, device)
+    step_lib = None
+    if args.table_mode == "kernels":
+        # the product's fast path (`recstack train --model dlrm`): the library's step, over the
+        # model's own table, with its optimisers (Adam on the MLPs, row-wise Adagrad on the table)
+        if args.cuda_graph and device.type != "cuda":
+            raise SystemExit("--cuda-graph needs CUDA")
+        step_lib = FusedDLRMStep(model, TrainConfig(lr=1e-3, amp=device.type == "cuda"), args.embedding_lr,
+                                 graph=args.cuda_graph)
+        table = step_lib.table
 
-    dense_params = [p for n, p in model.named_parameters() if p is not table.weight]
+    dense_params = [p for n, p in model.named_parameters() if p is not model.embed.table.weight]
     fused = device.type == "cuda"
-    if args.cuda_graph and not (args.table_mode == "kernels" and device.type == "cuda"):
-        raise SystemExit("--cuda-graph needs --table-mode kernels on CUDA")
-    dense_opt = (torch.optim.Adam(dense_params, lr=1e-3, fused=True, capturable=args.cuda_graph) if fused
+    if args.cuda_graph and args.table_mode != "kernels":
+        raise SystemExit("--cuda-graph needs --table-mode kernels")
+    dense_opt = (torch.optim.Adam(dense_params, lr=1e-3, fused=True) if fused
                  else torch.optim.Adam(dense_params, lr=1e-3))
-    if args.table_mode in ("fused", "kernels"):
+    if step_lib is not None:
+        dense_opt, table_opt = step_lib.dense_opt, step_lib.table_opt
+    elif args.table_mode == "fused":
         table_opt = table
     else:
         table_opt = (RowWiseAdagrad([table.weight], lr=args.embedding_lr) if args.table_optimizer == "rowwise_adagrad"
@@ -222,14 +235,14 @@ def main() -> None:
             prefetch[id(codes)] = deduped
 
     step_fn = train_step
-    if args.cuda_graph:
-        from recstack.models.ctr.graphed_step import GraphedDLRMStep
+    if step_lib is not None:
+        gen_t = torch.Generator(device=device)
 
-        b0 = batches[0]
-        graphed = GraphedDLRMStep(model, table, dense_opt, b0["num"], b0["label"], b0["cat"] + table.offsets)
-
-        def step_fn(b: dict) -> None:
-            graphed(b["num"], b["label"], prefetch.pop(id(b["cat"]), None) or table.sort(b["cat"]))
+        def step_fn(b: dict) -> None:  # the library's step on a prepared batch (rows sorted)
+            sorted_rows = prefetch.pop(id(b["cat"]), None)
+            prepared = (step_lib.prepare(b, gen_t) if sorted_rows is None
+                        else {"num": b["num"], "label": b["label"], "sorted": sorted_rows})
+            step_lib(prepared)
 
     t_step = timed(step_fn, batches, args.warmup, args.steps, device, before)
     t_fb = timed(fwd_bwd, batches, args.warmup, args.steps, device)

@@ -96,3 +96,15 @@ def test_ctr_run_reports_steady_state_throughput():
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["train_samples_per_s"] > 0 and 0.0 < out["auc"] < 1.0
+    # the line says which training path ran and why (on the CPU, "auto" keeps the plain loop)
+    assert out["fast_path"]["used"] is False and "CPU" in out["fast_path"]["reason"]
+
+
+def test_synthetic_table_on_threads_equals_the_chunk_stream():
+    import polars as pl
+
+    from recstack.data.synthetic_ctr import SyntheticCTR, SyntheticCTRConfig
+
+    gen = SyntheticCTR(SyntheticCTRConfig(seed=1, max_cardinality=100))
+    want = pl.concat(list(gen.frames(2_500, chunk_rows=1_000)))
+    assert gen.table(2_500, chunk_rows=1_000, threads=3).equals(want)

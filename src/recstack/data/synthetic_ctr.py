@@ -179,3 +179,17 @@ class SyntheticCTR:
         """`n_rows` rows as consecutive chunks (memory: one chunk at a time)."""
         for k, start in enumerate(range(0, n_rows, chunk_rows)):
             yield self.frame(min(chunk_rows, n_rows - start), chunk=k)
+
+    def table(self, n_rows: int, chunk_rows: int = 1_000_000, threads: int | None = None) -> pl.DataFrame:
+        """`n_rows` rows in memory, the same as ``pl.concat(frames(n_rows, chunk_rows))``; the
+        chunks are made on `threads` threads (default: the CPU count; numpy releases the GIL
+        in the hashing and sampling that take the time)."""
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        sizes = [(k, min(chunk_rows, n_rows - start)) for k, start in enumerate(range(0, n_rows, chunk_rows))]
+        workers = max(1, min(len(sizes), threads or os.cpu_count() or 1))
+        if workers == 1:
+            return pl.concat([self.frame(n, chunk=k) for k, n in sizes])
+        with ThreadPoolExecutor(workers) as pool:
+            return pl.concat(list(pool.map(lambda kn: self.frame(kn[1], chunk=kn[0]), sizes)))

@@ -15,10 +15,10 @@ import copy
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from rich.progress import Progress
@@ -36,6 +36,59 @@ _WARMUP_BATCHES = 5  # left out of the steady-state throughput of an epoch
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class TrainStep(Protocol):
+    """A model's own training step (e.g. DLRM's fused, CUDA-graphed one), used by the trainer in
+    place of its autocast -> loss -> backward -> optimiser step.
+
+    ``prepare`` runs one batch ahead (on a side CUDA stream when on the GPU): work that reads no
+    weights, such as sorting the batch's table rows, overlaps the running step. ``__call__``
+    trains on a prepared batch and returns its loss as a device scalar. ``optimizer`` is what
+    the trainer checkpoints and schedules."""
+
+    optimizer: torch.optim.Optimizer
+
+    def prepare(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, Any]: ...
+
+    def __call__(self, batch: dict[str, Any]) -> torch.Tensor: ...
+
+
+def _tensors(x: Any) -> Iterator[torch.Tensor]:
+    if isinstance(x, torch.Tensor):
+        yield x
+    elif isinstance(x, dict):
+        for v in x.values():
+            yield from _tensors(v)
+    elif isinstance(x, tuple | list):
+        for v in x:
+            yield from _tensors(v)
+
+
+def one_ahead(make: Callable[[int], Any], n: int, device: torch.device) -> Iterator[Any]:
+    """``make(0), ..., make(n - 1)``, each made while the previous one is being used: on CUDA on
+    a side stream, so a host sync inside `make` waits for that work only, not for the step
+    enqueued before it (the GPU keeps running it)."""
+    if device.type != "cuda":
+        for i in range(n):
+            yield make(i)
+        return
+    main = torch.cuda.current_stream(device)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(main)  # the epoch's permutation, made on the main stream
+
+    def start(i: int) -> Any:
+        with torch.cuda.stream(side):
+            return make(i) if i < n else None
+
+    ready = start(0)
+    for i in range(n):
+        cur = ready
+        main.wait_stream(side)
+        for t in _tensors(cur):
+            t.record_stream(main)  # allocated on the side stream, used (and freed) on the main one
+        ready = start(i + 1)
+        yield cur
 
 
 @dataclass
@@ -128,6 +181,7 @@ class Trainer:
         validate: Callable[[], dict[str, float]] | None = None,
         device: torch.device | None = None,
         make_optimizer: Callable[[nn.Module, TrainConfig], torch.optim.Optimizer] | None = None,
+        train_step: TrainStep | None = None,
     ) -> TrainResult:
         """Train `module` on `examples` (aligned tensors, first dimension = examples).
 
@@ -135,6 +189,8 @@ class Trainer:
         are restored at the end. With a checkpoint_dir, an existing checkpoint is resumed.
         `make_optimizer(module, config)` replaces `build_optimizer`, for models whose parts
         want different optimisers (e.g. FTRL for a wide part, row-wise Adagrad for sparse tables).
+        `train_step` replaces the per-batch step and its optimiser (see `TrainStep`); the
+        loss function is then not called. Not combined with torch.distributed.
         """
         cfg = self.config
         device = device or next(module.parameters()).device
@@ -142,7 +198,9 @@ class Trainer:
         gen = torch.Generator(device=device)
         gen.manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        opt = (make_optimizer or build_optimizer)(module, cfg)
+        if train_step is not None and is_distributed():
+            raise ValueError("Trainer: a model's own train_step is not combined with torch.distributed")
+        opt = train_step.optimizer if train_step is not None else (make_optimizer or build_optimizer)(module, cfg)
         sched = (
             torch.optim.lr_scheduler.ReduceLROnPlateau(
                 opt, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
@@ -191,7 +249,7 @@ class Trainer:
             with prog or contextlib.nullcontext():
                 total = self._epoch(module, loss_fn, examples, perm, opt,
                                     gen if ddp is None else ddp.sample_generator(cfg.seed, epoch),
-                                    use_amp, prog, f"epoch {epoch + 1}/{cfg.epochs}", ddp)
+                                    use_amp, prog, f"epoch {epoch + 1}/{cfg.epochs}", ddp, train_step)
             if ddp is not None:
                 total = ddp.average(total)
             train_loss = float(total) / n_batches
@@ -257,9 +315,10 @@ class Trainer:
     def _epoch(self, module: nn.Module, loss_fn: LossFn, examples: dict[str, torch.Tensor],
                perm: torch.Tensor, opt: torch.optim.Optimizer, gen: torch.Generator, use_amp: bool,
                prog: Progress | None, label: str,
-               ddp: DataParallelLoss | None = None) -> torch.Tensor:
+               ddp: DataParallelLoss | None = None, train_step: TrainStep | None = None) -> torch.Tensor:
         """One pass over the examples in `perm` order; returns the summed batch losses.
-        With `ddp`, each global batch is cut to this rank's part (see DataParallelLoss)."""
+        With `ddp`, each global batch is cut to this rank's part (see DataParallelLoss); with
+        `train_step`, its `prepare` runs one batch ahead and it trains on each batch."""
         cfg = self.config
         n_batches = math.ceil(len(perm) / cfg.batch_size)
         device = perm.device
@@ -268,24 +327,32 @@ class Trainer:
         # selection, compilation), with a device sync at both ends; a short epoch counts whole
         warm = _WARMUP_BATCHES if n_batches > 2 * _WARMUP_BATCHES else 0
         self.steady_ = (time.perf_counter(), 0)
+        prepared = None
+        if train_step is not None:
+            prepared = one_ahead(lambda i: train_step.prepare(
+                {k: v[perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]] for k, v in examples.items()}, gen),
+                n_batches, device)
         for b in range(n_batches):
             if b == warm:
                 _sync(device)
                 self.steady_ = (time.perf_counter(), sum(min(cfg.batch_size, len(perm) - i * cfg.batch_size)
                                                         for i in range(warm)))
-            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            weight = 1.0
-            if ddp is not None:
-                idx, weight = ddp.shard(idx)
-            batch = {k: v[idx] for k, v in examples.items()}
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = loss_fn(batch, gen) if ddp is None else ddp(batch, gen, weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-            opt.step()
-            total += loss.detach().float()
+            if prepared is not None:
+                total += train_step(next(prepared)).float()
+            else:
+                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                weight = 1.0
+                if ddp is not None:
+                    idx, weight = ddp.shard(idx)
+                batch = {k: v[idx] for k, v in examples.items()}
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    loss = loss_fn(batch, gen) if ddp is None else ddp(batch, gen, weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+                opt.step()
+                total += loss.detach().float()
             if prog is not None and (b % 50 == 49 or b == n_batches - 1):
                 # reading the loss syncs the GPU: only every 50 batches
                 prog.update(prog.task_ids[0], completed=b + 1,

@@ -82,7 +82,7 @@ def synthetic_criteo_task(spec: str, valid_frac: float = 0.1, test_frac: float =
     if rows < 10 or cap < 1:
         raise ValueError(f"{spec}: ROWS must be at least 10 and max_cardinality at least 1")
     gen = SyntheticCTR(SyntheticCTRConfig(seed=seed, max_cardinality=cap))
-    frame = pl.concat(list(gen.frames(rows, chunk_rows=1_000_000)))
+    frame = gen.table(rows, chunk_rows=1_000_000)
     features: list[FeatureSpec] = [*(Numeric(c, transforms=("log", "standardize")) for c in INT_COLUMNS),
                                    *(Categorical(c, hash_buckets=int(card)) for c, card in zip(CAT_COLUMNS, gen.cards, strict=True))]
     n_test, n_valid = int(round(rows * test_frac)), int(round(rows * valid_frac))
@@ -142,6 +142,8 @@ def run_ctr_experiment(cfg: Any) -> dict[str, Any]:
         "best_epoch": tr.best_epoch,
         "valid_auc": round(float(tr.best_metrics.get("auc", float("nan"))), 6),
         "train_samples_per_s": steady_samples_per_s(tr.history),
+        # which training path ran (DLRM's fused table + kernels + CUDA graph, or the plain loop) and why
+        "fast_path": ranker.fast_path_.to_dict(),
         "rows": {k: task.info.get(k) for k in ("train", "valid", "test")},
     }
     if cfg.out:

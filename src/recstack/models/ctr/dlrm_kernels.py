@@ -123,7 +123,7 @@ def interaction_backward_torch(grad: Tensor, x: Tensor, weight: Tensor, rows: Te
     g = g.view(b, n, n)
     dt = torch.bmm((g + g.transpose(1, 2)).to(t.dtype).float(), t.float())
     dx = (dt[:, 0] + grad[:, :d].float()).to(x.dtype)
-    return dx, dt[:, 1:].reshape(-1, d).to(weight.dtype)
+    return dx, dt[:, 1:].reshape(-1, d).to(x.dtype)
 
 
 def _interaction_shapes(x: Tensor, rows: Tensor) -> tuple[int, int, int, int]:
@@ -151,13 +151,15 @@ def interaction_forward(x: Tensor, weight: Tensor, rows: Tensor) -> Tensor:
 
 
 def interaction_backward(grad: Tensor, x: Tensor, weight: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-    """Gradients of `interaction_forward`: ``(dx [B, D], d rows [B*F, D])`` (rows' gradients in
-    the table's dtype, in the flattened ``[B, F]`` order)."""
+    """Gradients of `interaction_forward`: ``(dx [B, D], d rows [B*F, D])``, the rows' gradients
+    in the flattened ``[B, F]`` order and in x's dtype: bf16 under autocast, the precision the
+    plain path's cast of the looked-up rows to bf16 gives them too, and half the bytes for the
+    duplicate merge whatever the table's dtype (its sums are fp32)."""
     if not (_use_triton(grad, x, weight, rows) and _pow2(x.shape[1]) and x.dtype == torch.bfloat16):
         return interaction_backward_torch(grad, x, weight, rows)
     b, f, d, np_ = _interaction_shapes(x, rows)
     dx = torch.empty_like(x)
-    de = torch.empty(b * f, d, dtype=weight.dtype, device=x.device)
+    de = torch.empty(b * f, d, dtype=x.dtype, device=x.device)
     _kernels().interaction_bwd_kernel[(-(-b // _SPP),)](grad.contiguous(), x.contiguous(), weight, rows.contiguous(),
                                                       dx, de, b, F=f, D=d, NP=np_, SPP=_SPP, DOT=_dot_dtype(), num_warps=4)
     return dx, de

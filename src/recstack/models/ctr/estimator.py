@@ -39,7 +39,9 @@ from recstack.features.specs import FeatureSpec
 from recstack.features.store import FeatureStore
 from recstack.models.base import Model
 from recstack.models.ctr.base import CTRConfig, CTRModule
-from recstack.training.trainer import TrainConfig, Trainer, TrainResult
+from recstack.models.ctr.fast_path import FastPathPlan
+from recstack.progress import console
+from recstack.training.trainer import TrainConfig, Trainer, TrainResult, TrainStep
 
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -130,7 +132,8 @@ class CTRModel(Model):
         self.layout_: Layout = self.pipeline_.layout()
         self.module_: CTRModule = self.net_cls(self.layout_, self.config).to(self.device_)
 
-    def _loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+    def _drop_ids(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Training batches only: the `id_dropout` of the `id_dropout_fields`."""
         p = self.config.id_dropout
         cols = [i for i, n in enumerate(self.layout_.cat_names) if n in self.config.id_dropout_fields]
         if p > 0 and cols:
@@ -139,7 +142,16 @@ class CTRModel(Model):
             drop = torch.rand(sub.shape, generator=generator, device=sub.device) < p
             cat[:, cols] = torch.where(drop & (sub > 1), torch.ones_like(sub), sub)  # known -> OOV
             batch = {**batch, "cat": cat}
+        return batch
+
+    def _loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        batch = self._drop_ids(batch, generator)
         return self.module_.loss(self.module_(batch), batch)
+
+    def _train_step(self) -> tuple[TrainStep | None, FastPathPlan]:
+        """The network's own fast training step when it has one that applies (DLRM's), and the
+        plan saying so; ``(None, plan)`` -> the trainer's plain loop."""
+        return None, FastPathPlan(False, reason=f"{self.name} has no fused training step (DLRM has)")
 
     def fit(self, train: Any, valid: pl.DataFrame | None = None, *,
             features: Sequence[FeatureSpec] | FeaturePipeline | None = None,
@@ -173,9 +185,12 @@ class CTRModel(Model):
             def validate() -> dict[str, float]:
                 return self._metrics(vex)
 
+        step, self.fast_path_ = self._train_step()
+        if self.train_config.progress and self.fast_path_.used:
+            console.print(f"[dim]{self.name}: {self.fast_path_.describe()}[/dim]")
         self.train_result_: TrainResult = Trainer(self.train_config).fit(
             self.module_, self._loss, ex, validate, self.device_,
-            make_optimizer=lambda module, cfg: module.make_optimizer(cfg))
+            make_optimizer=lambda module, cfg: module.make_optimizer(cfg), train_step=step)
         return self
 
     def partial_fit(self, frame: pl.DataFrame, features: FeaturePipeline | None = None,

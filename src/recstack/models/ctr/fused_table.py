@@ -59,6 +59,27 @@ class RowWiseAdagradTable(nn.Module):
         self._pending: list[tuple[Tensor, Tensor]] = []
         self._pending_rows: list[tuple[SortedRows, Tensor]] = []
 
+    @classmethod
+    def over(cls, weight: Tensor, accumulator: Tensor, sizes: Sequence[int], lr: float = 0.05,
+             eps: float = 1e-8) -> RowWiseAdagradTable:
+        """A table that trains an existing ``[sum(sizes), dim]`` weight and ``[sum(sizes)]``
+        accumulator in place (shared storage, nothing copied): how a model's own
+        `FusedEmbedding` and its `RowWiseAdagrad` state take the fused path for training while
+        the model, its checkpoints and its saved files stay the plain ones."""
+        sizes = [int(s) for s in sizes]
+        if weight.shape[0] != sum(sizes) or accumulator.shape != (sum(sizes),):
+            raise ValueError(f"RowWiseAdagradTable.over: weight {tuple(weight.shape)} / accumulator "
+                             f"{tuple(accumulator.shape)} do not match {sum(sizes)} rows")
+        table = cls.__new__(cls)
+        nn.Module.__init__(table)
+        table.sizes, table.dim, table.lr, table.eps = sizes, weight.shape[1], lr, eps
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        table.register_buffer("weight", weight)
+        table.register_buffer("accumulator", accumulator)
+        table.register_buffer("offsets", torch.as_tensor(starts, device=weight.device), persistent=False)
+        table._pending, table._pending_rows = [], []
+        return table
+
     def forward(self, codes: Tensor) -> Tensor:
         """``[B, F]`` codes -> ``[B, F, dim]`` rows."""
         rows = (codes + self.offsets[: codes.shape[1]]).reshape(-1)

@@ -12,15 +12,17 @@ indices (no Python loop over pairs).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
+from recstack.distributed.env import is_distributed
 from recstack.features.pipeline import Layout
 from recstack.models.ctr.base import CTRConfig, CTRModule
 from recstack.models.ctr.dlrm_kernels import GatherInteraction
 from recstack.models.ctr.estimator import CTRModel
+from recstack.models.ctr.fast_path import FastPathPlan, FusedDLRMStep, plan
 from recstack.models.ctr.layers import Batch, FieldEmbedder
 from recstack.models.layers import MLP
 
@@ -55,6 +57,10 @@ class DLRMConfig(CTRConfig):
     dropout: float = 0.2  # chosen on MovieLens 100K validation AUC (bench_ctr_ml100k.py)
     bottom: tuple[int, ...] = (64, 32)  # hidden sizes; the last layer outputs `dim`
     top: tuple[int, ...] = (256, 128)
+    # the fused table + Triton kernels + CUDA graph (`fast_path.py`): "auto" = on CUDA whenever it
+    # applies (sparse=true, numeric + categorical fields), "always" = on the CPU too, "never".
+    # Not a modelling choice: both paths make the same updates.
+    fast_path: Literal["auto", "always", "never"] = "auto"
 
 
 class DLRMNet(CTRModule):
@@ -112,3 +118,12 @@ class DLRM(CTRModel):
     config_cls = DLRMConfig
     net_cls = DLRMNet
     _defaults: ClassVar[dict[str, Any]] = {"lr": 3e-4}
+
+    def _train_step(self) -> tuple[FusedDLRMStep | None, FastPathPlan]:
+        cfg = self.config
+        p = plan(self.module_, cfg, self.train_config, self.device_, mode=cfg.fast_path,
+                 distributed=is_distributed())
+        if not p.used:
+            return None, p
+        return FusedDLRMStep(self.module_, self.train_config, cfg.embedding_lr, graph=p.graph,
+                             augment=self._drop_ids), p
