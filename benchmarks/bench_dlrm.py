@@ -35,9 +35,9 @@ from torch import nn
 
 from recstack.data.synthetic_ctr import SyntheticCTR, SyntheticCTRConfig
 from recstack.features.pipeline import Layout
+from recstack.models.ctr.fast_path import FusedDLRMStep
 from recstack.models.ctr.fused_table import DedupPrefetcher, RowWiseAdagradTable
 from recstack.models.ctr.models.dlrm import DLRMConfig, DLRMNet
-from recstack.models.ctr.fast_path import FusedDLRMStep
 from recstack.models.ctr.optim import RowWiseAdagrad
 from recstack.training.trainer import TrainConfig
 

@@ -20,8 +20,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
 from recstack.evaluation.ranking import resolve_device
 from recstack.evaluation.selection import Candidate, select_best
 from recstack.features.specs import Categorical, FeatureSpec, Numeric
