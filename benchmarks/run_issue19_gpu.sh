@@ -21,6 +21,12 @@ if [ "${1:-A}" = A ]; then
     fi
   done
   log "bench bf16 + prefetch"; timeout 120 python3 benchmarks/bench_dlrm.py --device cuda --table-mode kernels --cuda-graph --mlp kaggle --table-dtype bfloat16 --prefetch-dedup --out "$OUT/bench_dlrm.jsonl" | cut -c1-600
+elif [ "${1}" = NEW ]; then
+  log "bench"; timeout 120 python3 benchmarks/bench_dlrm.py --device cuda --table-mode kernels --cuda-graph --mlp kaggle --out "$OUT/bench_dlrm.jsonl" | cut -c1-700
+elif [ "${1}" = OLD ]; then
+  # the bench as it was before it called the library (its own loop + GraphedDLRMStep), from a
+  # `git archive` of the parent of the fast-path commit unpacked in old19/: same flags, same run
+  log "old bench"; (cd old19 && PYTHONPATH=/tmp/site:$PWD/src timeout 120 python3 benchmarks/bench_dlrm.py --device cuda --table-mode kernels --cuda-graph --mlp kaggle --out "$OUT/bench_dlrm_old.jsonl" | cut -c1-700)
 else
   log paths; timeout 330 python3 benchmarks/bench_dlrm_paths.py --device cuda --rows 4000000 --seeds 0,1 --epochs 2 --out "$OUT/dlrm_paths.jsonl" 2>&1 | cut -c1-900
   F=""; python3 -c "import faiss" 2>/dev/null || F="$F --index exact"; python3 -c "import matplotlib" 2>/dev/null || F="$F --no-report"
