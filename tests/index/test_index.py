@@ -176,3 +176,21 @@ def test_cli_index_bench(tmp_path):
     assert json.loads(out.read_text()) == result
     bad = CliRunner().invoke(app, ["index", "bench", "--n-items", "100", "--kinds", "annoy"])
     assert bad.exit_code == 2 and "annoy" in bad.output
+
+
+def test_exact_index_needs_no_faiss_and_faiss_kinds_say_what_is_missing(monkeypatch, tmp_path):
+    import sys
+
+    import numpy as np
+    import pytest
+
+    from recstack.index import build_index, load_index
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` now raises ImportError
+    monkeypatch.delitem(sys.modules, "recstack.index.faiss_index", raising=False)
+    v = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    idx = build_index(v, kind="exact")
+    idx.save(tmp_path / "exact")
+    assert load_index(tmp_path / "exact").ntotal == 50
+    with pytest.raises(ImportError, match="needs Faiss.*kind='exact'"):
+        build_index(v, kind="hnsw")

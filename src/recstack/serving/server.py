@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
-import faiss
 import torch
 import uvicorn
 
@@ -18,7 +18,10 @@ def configure_runtime(threads: int = 1) -> None:
     add hand-off latency and contend with the server's own thread; a shorter GIL switch
     interval keeps the event loop responsive while a worker thread computes."""
     torch.set_num_threads(threads)
-    faiss.omp_set_num_threads(threads)
+    if importlib.util.find_spec("faiss") is not None:  # bundles with an exact index need no Faiss
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
     sys.setswitchinterval(0.001)
 
 
