@@ -21,12 +21,13 @@ from recstack.data.dataset import FeatureTable
 from recstack.data.transforms import build_sequences, split
 from recstack.models import BERT4Rec, Caser, GRU4Rec, Recommender, SASRec, get_model_class
 from recstack.models.sequential.base import pad_left, sequence_windows
+from recstack.models.sequential.bsarec import BSARec, FrequencyFilter
 from recstack.workflow.experiment import evaluate, fit_model, standard_protocol
 
 N_ITEMS = 20
 SMALL = dict(device="cpu", dim=32, dropout=0.1, max_len=12, lr=5e-3, batch_size=64,
              progress=False, patience=0)
-ALL = (GRU4Rec, Caser, SASRec, BERT4Rec)
+ALL = (GRU4Rec, Caser, SASRec, BERT4Rec, BSARec)
 
 
 @pytest.fixture(autouse=True)
@@ -222,7 +223,7 @@ def test_item_attributes_are_added_to_item_embeddings():
 
 
 # ---- persistence, raw ids, CLI ----------------------------------------------------------------
-@pytest.mark.parametrize("cls", [GRU4Rec, BERT4Rec])
+@pytest.mark.parametrize("cls", [GRU4Rec, BERT4Rec, BSARec])
 def test_save_load_roundtrip_with_raw_ids(tmp_path, cls):
     data = chains(40, raw_prefix="item-")
     model = cls(epochs=2, **SMALL).fit(data)
@@ -272,3 +273,19 @@ def test_cli_trains_sasrec_on_s3rec_file_with_attributes(tmp_path):
     assert out["selected_on"] == "validation"
     assert out["params"]["use_attributes"] is True and out["early_stopping_on"] == "valid"
     assert out["metrics"]["hr@5"] > 0.8
+
+
+def test_bsarec_frequency_filter_splits_low_and_high_frequencies():
+    torch.manual_seed(0)
+    f = FrequencyFilter(dim=4, c=1, dropout=0.0).eval()  # c=1: only the mean (frequency 0) is "low"
+    x = torch.randn(2, 6, 4)
+    spectrum = torch.fft.rfft(x, dim=1, norm="ortho")
+    spectrum[:, 1:] = 0
+    low = torch.fft.irfft(spectrum, n=6, dim=1, norm="ortho")
+    torch.testing.assert_close(low, x.mean(1, keepdim=True).expand_as(x))  # by hand: DC = the mean
+    with torch.no_grad():
+        f.sqrt_beta.fill_(1.0)  # beta^2 = 1: low + high = x, so the sublayer is LN(2x)
+    torch.testing.assert_close(f(x), F.layer_norm(2 * x, (4,), eps=1e-12))
+    with torch.no_grad():
+        f.sqrt_beta.zero_()  # beta = 0: only the mean passes
+    torch.testing.assert_close(f(x), F.layer_norm(x + low, (4,), eps=1e-12))
