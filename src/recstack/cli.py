@@ -37,8 +37,20 @@ def parse_sets(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[red]error:[/red] {err}")
+    """Print `err` as one line on stderr (never wrapped, brackets in it shown, not read as
+    markup) and exit with status 2."""
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+def _emit(result: Any) -> None:
+    """Print a command's result line: strict JSON, a non-finite number (NaN, inf) written as null
+    with a warning on stderr (``NaN`` is not JSON: consumers of the line would fail on it)."""
+    from recstack.workflow.output import strict_json
+
+    print(strict_json(result, warn=lambda msg: console.print(f"[yellow]warning:[/yellow] {msg}")))
 
 
 @data_app.command("info")
@@ -59,7 +71,7 @@ def data_info(spec: Annotated[str, typer.Argument(help=SPEC_HELP)]) -> None:
     console.print(table)
     for line in data.log:
         console.print(f"[dim]{line}[/dim]")
-    print(json.dumps(info))
+    _emit(info)
 
 
 @data_app.command("prepare")
@@ -83,7 +95,7 @@ def data_prepare(
             summary = prepare_spec(spec, out, split, kcore, log=lambda m: console.print(f"[dim]{m}[/dim]"))
         except (DataError, ValueError, OSError) as e:
             _fail(e)
-        print(json.dumps(summary))
+        _emit(summary)
         return
     from recstack.data.readers import load
     from recstack.data.transforms import deduplicate, save_split, to_implicit
@@ -113,7 +125,7 @@ def data_prepare(
         "valid": len(sp.valid) if sp.valid is not None else 0, "test": len(sp.test),
         "users": data.n_users, "items": data.n_items,
     }
-    print(json.dumps(summary))
+    _emit(summary)
 
 
 @app.command()
@@ -141,6 +153,7 @@ def train(
     from recstack.distributed import init_from_env, is_main
     from recstack.workflow.config import experiment_config, load_experiment
     from recstack.workflow.experiment import run_experiment
+    from recstack.workflow.output import check_writable_dir
 
     flags = {"model": model, "data": data, "split": split, "device": device, "protocol": protocol,
              "exclude_seen": exclude_seen, "ties": ties,
@@ -153,7 +166,9 @@ def train(
             raise ConfigError("give --model and --data, or --config FILE")
         else:
             cfg = experiment_config({}, "command line", overrides=flags, params=sets)
-    except (ConfigError, typer.BadParameter) as e:
+        if cfg.out:  # before any work, not after training
+            check_writable_dir(cfg.out)
+    except (ConfigError, typer.BadParameter, ValueError) as e:
         _fail(e)
     cfg.device = init_from_env(cfg.device)  # under torchrun: join the job, DDP in the Trainer
     if not is_main():
@@ -171,7 +186,7 @@ def train(
     proto = result["protocol"]
     console.print(f"[dim]{proto['description'] if isinstance(proto, dict) else proto}; train {result['train_seconds']}s, eval {result['eval_seconds']}s on {result['device']}[/dim]")
     if is_main():  # one JSON line per job
-        print(json.dumps(result))
+        _emit(result)
 
 
 def _read_grid(file: str) -> Any:
@@ -245,7 +260,10 @@ def tune(
             check_model_params(cfg.model, {**cfg.params, **point}, "--grid")
     except (ConfigError, typer.BadParameter, ValueError) as e:
         _fail(e)
-    sink = open(log, "w") if log else None  # noqa: SIM115 (closed below)
+    try:
+        sink = open(log, "w") if log else None  # noqa: SIM115 (closed below)
+    except OSError as e:
+        _fail(ValueError(f"--log {log}: cannot write there ({e.strerror or e})"))
 
     def emit(row: dict[str, Any]) -> None:
         console.print(f"[dim]{json.dumps(row)}[/dim]")
@@ -261,7 +279,7 @@ def tune(
     finally:
         if sink:
             sink.close()
-    print(json.dumps(result))
+    _emit(result)
 
 
 @app.command()
@@ -305,9 +323,13 @@ def quickstart(
     Baselines, two-tower, SASRec and a CTR ranker trained and evaluated; the four-stage pipeline
     evaluated stage by stage; an HTML report and a serving bundle written (`recstack serve` it).
     """
+    from recstack.workflow.config import check_device
+    from recstack.workflow.output import check_writable_dir
     from recstack.workflow.quickstart import run_quickstart
 
     try:
+        check_device(device)
+        check_writable_dir(out)
         summary = run_quickstart(out=out, device=device, fast=fast, threads=threads or None,
                                  index=index, report=report)
     except ValueError as e:
@@ -317,9 +339,9 @@ def quickstart(
     devices = {n: m.get("device") for n, m in summary["models"].items() if m.get("device")}
     devices |= {f"{n} (ctr)": m["device"] for n, m in summary["ctr"]["models"].items()}
     devices |= {f"pipeline {n}": summary.get("bundle_device") for n in ("coarse_ctr", "fine_ctr")}
-    print(json.dumps({"out": summary["out"], "protocol": summary["protocol"],
-                      "metrics": metrics, "device": summary["device"], "devices": devices,
-                      "report": summary["report"], "bundle": summary["bundle"], "seconds": summary["seconds"]}))
+    _emit({"out": summary["out"], "protocol": summary["protocol"],
+           "metrics": metrics, "device": summary["device"], "devices": devices,
+           "report": summary["report"], "bundle": summary["bundle"], "seconds": summary["seconds"]})
 
 
 def _ints(text: str) -> list[int]:
@@ -360,6 +382,11 @@ def index_bench(
         torch.set_num_threads(threads)
         faiss.omp_set_num_threads(threads)
     try:
+        for name, value in (("--n-items", n_items), ("--dim", dim), ("--n-queries", n_queries), ("--k", k)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if k > n_items:
+            raise ValueError(f"--k {k:,} is larger than the catalogue (--n-items {n_items:,})")
         base = IndexConfig(hnsw_m=hnsw_m, ef_construction=ef_construction, nlist=nlist, pq_m=pq_m)
         result = run_bench(n_items, dim, n_queries, k, [x.strip() for x in kinds.split(",") if x.strip()],
                            clusters, base, {"ef_search": _ints(ef_search), "nprobe": _ints(nprobe)},
@@ -376,7 +403,7 @@ def index_bench(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
+    _emit(result)
 
 
 @app.command("export")
@@ -393,9 +420,11 @@ def export_cmd(
     """Train the serving stack (two-tower + index, item-to-item, transitions, EASE) and write a
     bundle; LAST stdout line is JSON."""
     from recstack.serving.bundle import read_manifest
+    from recstack.workflow.config import check_device
     from recstack.workflow.export import ExportRecipe, export_bundle, recipe_with_overrides
 
     try:
+        check_device(device)
         base = ExportRecipe.load(recipe) if recipe else ExportRecipe()
         r = recipe_with_overrides(base, {**parse_sets(set_), **({"data": data} if data else {}),
                                          **({"holdout": True} if holdout else {})})
@@ -404,8 +433,8 @@ def export_cmd(
     except (DataError, ValueError, FileExistsError) as e:
         _fail(e)
     m = read_manifest(path, verify=False)
-    print(json.dumps({"bundle": str(path), "version": m["version"], "files": len(m["files"]),
-                      "train_seconds": m["info"].get("train_seconds", {}), "device": m["info"].get("device")}))
+    _emit({"bundle": str(path), "version": m["version"], "files": len(m["files"]),
+           "train_seconds": m["info"].get("train_seconds", {}), "device": m["info"].get("device")})
 
 
 @app.command("serve")
@@ -423,6 +452,7 @@ def serve_cmd(
     salt: Annotated[str | None, typer.Option(help="hash salt with --variant (default: the A/B test name)")] = None,
     event_log: Annotated[Path | None, typer.Option(help="JSON-lines event log: one line per impression and per feedback")] = None,
     bundle_root: Annotated[list[Path] | None, typer.Option(help="directory POST /admin/reload may load bundles from (repeatable; default: the served bundle's parent directory)")] = None,
+    max_body_bytes: Annotated[int, typer.Option(min=1, help="largest request body accepted (larger: 413)")] = 1 << 20,
 ) -> None:
     """Serve a bundle, or an A/B experiment over several bundles, over HTTP (FastAPI + uvicorn)
     until SIGINT / SIGTERM (graceful)."""
@@ -446,7 +476,8 @@ def serve_cmd(
         split = ", ".join(f"{v.name}={v.bundle} ({exp.shares[v.name]:.0%})" for v in exp.variants)
         console.print(f"serving experiment {exp.name}: {split} on http://{host}:{port} (docs at /docs)")
     serve(bundle, host, port, ServiceSettings(admin_token=admin_token, verify_bundle=verify, event_log=event_log,
-                                                    bundle_roots=tuple(bundle_root) if bundle_root else None),
+                                                    bundle_roots=tuple(bundle_root) if bundle_root else None,
+                                                    max_body_bytes=max_body_bytes),
           threads=threads, log_level=log_level, experiment=exp)
 
 
@@ -489,7 +520,7 @@ def loadtest_cmd(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
+    _emit(result)
     if rep.errors or (rep.swap is not None and rep.swap.get("status") != 200):
         raise typer.Exit(code=1)
 
@@ -611,7 +642,7 @@ def abtest_analyze(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result))
+    _emit(result)
 
 
 def main() -> None:  # pragma: no cover

@@ -152,8 +152,12 @@ def test_kcore_matches_reference(seed):
     uk, ik = int(rng.integers(1, 8)), int(rng.integers(1, 8))
     d = random_data(seed, n=300)
     d = make(d.user, d.item, timestamp=np.arange(len(d)))  # timestamp = row id
-    out = kcore(d, uk, ik)
     ref = kcore_reference(d.user.tolist(), d.item.tolist(), uk, ik)
+    if not ref:
+        with pytest.raises(DataError, match="removed all"):
+            kcore(d, uk, ik)
+        return
+    out = kcore(d, uk, ik)
     assert sorted(out.timestamp.tolist()) == sorted(ref)
     if len(out):  # core property holds and nothing empty is left in the vocabularies
         assert out.user_counts().min() >= uk and out.item_counts().min() >= ik
@@ -168,9 +172,9 @@ def test_kcore_drops_preexisting_empty_and_max_rounds():
     with pytest.warns(RuntimeWarning):
         part = kcore(chain, 2, 2, max_rounds=1)
     assert "NOT converged" in part.log[-1]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), pytest.raises(DataError, match=r"k-core\(user>=2,item>=2\) removed all"):
         warnings.simplefilter("error")
-        assert len(kcore(chain, 2, 2)) == 0
+        kcore(chain, 2, 2)  # an empty k-core is an error, not empty data
 
 
 def test_filter_by_count_single_pass():
@@ -182,6 +186,22 @@ def test_filter_by_count_single_pass():
     assert "removed 3 interactions; 1 users and 2 items lost" in out.log[-1]
     keep_vocab = filter_by_count(d, 2, 2, compact=False)
     assert keep_vocab.n_users == 3
+
+
+@pytest.mark.parametrize("apply, message", [
+    (lambda d: kcore(d, 3, 3), "k-core(user>=3,item>=3) removed all 5 interactions; lower the minimums"),
+    (lambda d: filter_by_count(d, 3, 1), "filter_by_count(user>=3,item>=1) removed all 5 interactions; lower the minimums"),
+    (lambda d: to_implicit(d, 6), "to_implicit(rating>=6) removed all 5 interactions; lower the threshold"),
+], ids=["kcore", "filter_by_count", "to_implicit"])
+def test_filter_removing_every_row_fails_with_one_line(apply, message):
+    """Issue 22: an empty result is a one-line DataError naming the filter and its setting, never
+    empty data that a split and the metrics turn into NaN further down."""
+    d = make(["a", "a", "b", "b", "c"], [1, 2, 3, 4, 5], rating=[1.0, 2.0, 3.0, 4.0, 5.0])
+    d.name = "tiny"
+    with pytest.raises(DataError) as e:
+        apply(d)
+    assert str(e.value) == f"tiny: {message}"
+    assert len(kcore(make([], []), 3, 3)) == 0  # empty input stays empty (nothing was removed)
 
 
 # ---- leave-one-out ---------------------------------------------------------------------------

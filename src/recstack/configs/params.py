@@ -66,6 +66,23 @@ COMMON_RANGES: dict[str, Range] = {
     "grad_clip": Range(ge=0), "plateau_factor": Range(gt=0, le=1), "plateau_patience": Range(ge=0),
     "temperature": Range(gt=0), "init_std": Range(ge=0), "l2": Range(ge=0), "shrink": Range(ge=0),
     "max_items": Range(ge=1), "power_iters": Range(ge=1), "block": Range(ge=1), "seed": Range(ge=0),
+    # graph filters (BSPM, GF-CF)
+    "beta": Range(ge=0), "blur_time": Range(ge=0), "blur_steps": Range(ge=1), "sharpen_time": Range(ge=0),
+    "sharpen_steps": Range(ge=1),
+    # losses and their schedules
+    "margin": Range(ge=-1, le=1), "neg_weight": Range(ge=0), "anneal_cap": Range(ge=0, le=1),
+    "anneal_step": Range(ge=0), "alpha": Range(ge=0, le=1), "finetune_lr": Range(ge=0),
+    "mask_prob": Range(gt=0, le=1), "last_item_prob": Range(ge=0, le=1),
+    # architecture sizes
+    "feature_dim": Range(ge=1), "history_dim": Range(ge=1), "max_history": Range(ge=1),
+    "examples_per_user": Range(ge=1), "n_blocks": Range(ge=0), "c": Range(ge=1), "window": Range(ge=1),
+    "n_h": Range(ge=0), "n_v": Range(ge=0), "layers": Range(ge=1), "heads": Range(ge=1), "att_dim": Range(ge=1),
+    "cross_layers": Range(ge=1), "experts": Range(ge=1),
+    # wide part of Wide & Deep (FTRL)
+    "wide_lr": Range(gt=0), "wide_l1": Range(ge=0), "wide_l2": Range(ge=0),
+    # CTR task options (recstack.workflow.config.CTRTaskOptions); a threshold may be any finite number
+    "label_threshold": Range(gt=-math.inf, lt=math.inf), "history_len": Range(ge=1), "min_freq": Range(ge=1),
+    "hash_buckets": Range(ge=0), "max_rows": Range(ge=1),
 }
 
 _KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text",

@@ -4,7 +4,10 @@
 `save_split`, but on Polars lazy queries executed by the streaming engine, so no step holds
 the interactions in memory: only per-user and per-item tables (counts, last rows) are
 materialised. The input is parsed once into a compact Parquet stage file (ids, timestamp, row
-number); every later pass scans that file:
+number); every later pass scans that file. Bad input is rejected as the in-memory readers reject
+it (a `DataError` naming the file, the line, or data row for Parquet, and the field): a missing
+or unconvertible id or timestamp, rows that do not line up with lines (quoted line breaks),
+broken gzip data. Timestamps are compared as numbers (text columns are converted). Then:
 
 1. k-core: group-by counts of users and items over the rows still alive, repeated until no
    user or item is below its minimum (alive sets are applied with semi-joins);
@@ -31,6 +34,7 @@ from typing import Any
 
 import polars as pl
 
+from recstack.data.errors import DataError
 from recstack.data.transforms import _SPLIT_FORMAT, _SPLIT_VERSION
 
 _STREAM = {"engine": "streaming"}
@@ -40,33 +44,153 @@ def _n(x: int) -> str:
     return f"{x:,}"
 
 
+def _lazy_source(path: Path, sep: str, has_header: bool,
+                 strings: list[str] | None = None) -> pl.LazyFrame:
+    """The file as a lazy frame (`strings`: CSV columns read as text instead of inferred)."""
+    if path.suffix == ".parquet":
+        return pl.scan_parquet(path)
+    over = {c: pl.String for c in strings} if strings else None
+    return pl.scan_csv(path, separator=sep, has_header=has_header, infer_schema_length=10_000,
+                       schema_overrides=over)
+
+
+def _unreadable(path: Path, exc: Exception) -> DataError:
+    """A DataError for a file polars could not read (a broken gzip file is located)."""
+    from recstack.data.readers._common import _first_line, _inflate, _is_gzip
+
+    if isinstance(exc, pl.exceptions.NoDataError):
+        return DataError("file is empty", path=str(path), line=1)
+    if path.is_file() and _is_gzip(path):
+        try:
+            _inflate(path, keep=False)
+        except DataError as e:
+            return e
+    return DataError(f"could not be read: {_first_line(exc)}", path=str(path))
+
+
 def scan_interactions(path: str | Path, user_col: str = "user", item_col: str = "item",
                       time_col: str | None = "timestamp", sep: str = ",",
-                      has_header: bool = True) -> pl.LazyFrame:
+                      has_header: bool = True, strings: bool = False) -> pl.LazyFrame:
     """A lazy frame `user_id, item_id[, timestamp], row` over a CSV/TSV or Parquet file.
 
-    `row` is the 0-based line number among data rows (the tie-breaker of recstack's splits).
-    Integer ids stay Int64, anything else becomes String; rows with a missing id are dropped.
+    `row` is the 0-based number among data rows (the tie-breaker of recstack's splits).
+    Integer ids become Int64, anything else String (stripped in CSV); timestamps become Int64 (Float64
+    when some are not integers, Datetime/Date stay). A missing id or timestamp (empty field,
+    blank line) or one that does not convert is null here: `_check_stage` reports it.
+    `strings`: read the CSV columns as text (when the inferred types fail further down).
+
+    Raises:
+        DataError: a missing column, or one whose type cannot hold ids / timestamps.
     """
     path = Path(path)
-    if path.suffix == ".parquet":
-        lf = pl.scan_parquet(path)
-    else:
-        lf = pl.scan_csv(path, separator=sep, has_header=has_header, infer_schema_length=10_000)
-    schema = lf.collect_schema()
-    for col in (user_col, item_col, time_col):
-        if col is not None and col not in schema:
-            raise ValueError(f"{path}: no column '{col}' (columns: {list(schema)})")
+    roles = {"user": user_col, "item": item_col, "timestamp": time_col}
+    roles = {r: c for r, c in roles.items() if c is not None}
+    try:
+        lf = _lazy_source(path, sep, has_header, list(roles.values()) if strings else None)
+        schema = lf.collect_schema()
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise _unreadable(path, e) from None
+    for col in roles.values():
+        if col not in schema:
+            raise DataError(f"no column '{col}' (columns: {list(schema)})", path=str(path),
+                            line=None if path.suffix == ".parquet" or not has_header else 1, field=col)
+
+    def text(col: str) -> pl.Expr:
+        """Text, blank -> null; CSV fields are stripped (as the readers do), Parquet values not."""
+        t = pl.col(col).cast(pl.String)
+        if path.suffix != ".parquet":
+            t = t.str.strip_chars()
+        return pl.when(t.str.strip_chars() == "").then(None).otherwise(t)
 
     def ids(col: str, name: str) -> pl.Expr:
         dt = schema[col]
-        return pl.col(col).cast(pl.Int64 if dt.is_integer() else pl.String).alias(name)
+        if dt.is_integer():
+            return pl.col(col).cast(pl.Int64, strict=False).alias(name)  # UInt64 overflow: null
+        if not (dt.is_numeric() or dt == pl.String or isinstance(dt, (pl.Categorical, pl.Enum))):
+            raise DataError(f"column type {dt} cannot hold ids (expected integers or text)",
+                            path=str(path), field=col)
+        return text(col).alias(name)
 
     cols = [ids(user_col, "user_id"), ids(item_col, "item_id")]
     if time_col is not None:
-        cols.append(pl.col(time_col).alias("timestamp"))
-    return (lf.with_row_index("row").select([*cols, pl.col("row").cast(pl.Int64)])
-            .filter(pl.col("user_id").is_not_null() & pl.col("item_id").is_not_null()))
+        dt = schema[time_col]
+        if dt.is_integer():
+            ts = pl.col(time_col).cast(pl.Int64, strict=False)
+        elif dt.is_float():
+            ts = pl.col(time_col).cast(pl.Float64)
+        elif dt.is_temporal():
+            ts = pl.col(time_col)
+        elif dt == pl.String:  # numbers as text: compare them as numbers, never as strings
+            t = text(time_col)
+            ints = lf.select((t.cast(pl.Int64, strict=False).is_null() & t.is_not_null()).sum()
+                             ).collect(**_STREAM).item() == 0
+            ts = t.cast(pl.Int64 if ints else pl.Float64, strict=False)
+        else:
+            raise DataError(f"column type {dt} cannot hold timestamps (expected numbers)",
+                            path=str(path), field=time_col)
+        cols.append(ts.alias("timestamp"))
+    return lf.with_row_index("row").select([*cols, pl.col("row").cast(pl.Int64)])
+
+
+def _check_stage(stage: pl.LazyFrame, src: Path, roles: dict[str, str], sep: str,
+                 has_header: bool) -> pl.LazyFrame:
+    """`stage` without the rows of trailing blank lines, as the readers drop them.
+
+    Raises:
+        DataError: rows and lines of a text file do not line up (a quoted line break merged
+            lines: rows would be lost); at the first row with a missing or unconvertible id or
+            timestamp (file, line or data row for Parquet, field); no data rows.
+    """
+    from recstack.data.readers._common import _text_lines
+
+    names = {"user_id": roles["user"], "item_id": roles["item"]}
+    if "timestamp" in roles:
+        names["timestamp"] = roles["timestamp"]
+    bad = {c: pl.col(c).is_null() for c in names}
+    if "timestamp" in names and stage.collect_schema()["timestamp"].is_float():
+        bad["timestamp"] = bad["timestamp"] | ~pl.col("timestamp").is_finite()
+    blank = pl.all_horizontal([pl.col(c).is_null() for c in names])
+    found = stage.select(pl.len().alias("_n"), pl.col("row").filter(~blank).max().alias("_last"),
+                         *[pl.col("row").filter(e).min().alias(c) for c, e in bad.items()]
+                         ).collect(**_STREAM).row(0, named=True)
+    n, last = found["_n"], found["_last"]
+    parquet = src.suffix == ".parquet"
+    if n == 0:
+        raise DataError("no data rows", path=str(src))
+    if not parquet:  # one pass over the bytes (cheap next to parsing)
+        lines, blank_tail = _text_lines(src)
+        tail = n - 1 - (last if last is not None else -1)  # all-empty rows at the end
+        if tail and blank_tail >= tail:
+            n -= tail  # blank lines at the end of a text file: not rows
+        if n != lines - int(has_header) - blank_tail:
+            raise DataError(f"{_n(n)} rows in {_n(lines - int(has_header) - blank_tail)} data lines: rows "
+                            "and lines do not line up (quoted line breaks?)", path=str(src))
+        if n == 0:
+            raise DataError("no data rows", path=str(src))
+    first = {c: r for c, r in found.items() if c in names and r is not None and r < n}
+    if not first:
+        return stage.filter(pl.col("row") < n) if n < found["_n"] else stage
+    col, row = min(first.items(), key=lambda kv: kv[1])
+    field = names[col]
+    try:
+        raw = (_lazy_source(src, sep, has_header, [field]).with_row_index("_r")
+               .filter(pl.col("_r") == row).select(pl.col(field).cast(pl.String))
+               .collect(**_STREAM).item())
+        known = True
+    except (pl.exceptions.PolarsError, OSError):  # e.g. invalid UTF-8 elsewhere in the file
+        raw, known = None, False
+    if not known:
+        msg = "missing or invalid value"
+    elif raw is None or not raw.strip():
+        msg = "missing value (empty field)"
+    elif col == "timestamp":
+        msg = f"expected a finite number, got {raw!r}"
+    else:
+        msg = f"id {raw!r} does not fit in a signed 64-bit integer; use text ids"
+    if parquet:
+        raise DataError(f"data row {row + 1}: {msg}", path=str(src), field=field)
+    # (a line number that assumes one row per line: no quoted line breaks before it)
+    raise DataError(msg, path=str(src), line=row + 1 + int(has_header), field=field)
 
 
 def _alive(stage: pl.LazyFrame, users: pl.DataFrame | None, items: pl.DataFrame | None) -> pl.LazyFrame:
@@ -150,6 +274,9 @@ def prepare_streaming(
 
     Returns:
         A summary: input and kept counts, part sizes, k-core rounds, seconds per stage.
+
+    Raises:
+        DataError: bad input (see the module docstring), or a k-core that removes every row.
     """
     say = log or (lambda _msg: None)
     out = Path(out_dir)
@@ -158,10 +285,28 @@ def prepare_streaming(
     secs: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    scan_interactions(src, user_col, item_col, time_col, sep, has_header).sink_parquet(
-        stage_path, compression="lz4", **_STREAM)
+    src = Path(src)
+    roles = {"user": user_col, "item": item_col, **({"timestamp": time_col} if time_col else {})}
+    # one file per attempt: a failed sink may still create its file after raising
+    attempts = [out / "_stage.typed.parquet", out / "_stage.text.parquet"]
+    try:
+        for strings, part in zip((False, True), attempts, strict=True):
+            try:  # typed read; text when a value defies the inferred type
+                scan_interactions(src, user_col, item_col, time_col, sep, has_header, strings
+                                  ).sink_parquet(part, compression="lz4", **_STREAM)
+                part.replace(stage_path)
+                break
+            except (pl.exceptions.PolarsError, OSError) as e:
+                if strings or src.suffix == ".parquet" or isinstance(e, OSError):
+                    raise _unreadable(src, e) from None
+        stage = _check_stage(pl.scan_parquet(stage_path), src, roles, sep, has_header)
+    except DataError:
+        for f in (stage_path, *attempts):
+            f.unlink(missing_ok=True)
+        raise
+    finally:
+        attempts[0].unlink(missing_ok=True)
     secs["parse"] = time.perf_counter() - t0
-    stage = pl.scan_parquet(stage_path)
     has_time = time_col is not None
     say(f"parsed {src} into {stage_path.name} ({secs['parse']:.1f}s)")
 
@@ -170,6 +315,10 @@ def prepare_streaming(
     uc, ic, kinfo = _kcore(stage, user_k, item_k, max_rounds)
     secs["kcore"] = time.perf_counter() - t0
     kept = int(uc["len"].sum())
+    if kept == 0:
+        stage_path.unlink()
+        raise DataError(f"k-core(user>={user_k},item>={item_k}) removed all "
+                        f"{_n(kinfo['input']['rows'])} interactions; lower kcore", path=str(src))
     lines = [f"read {_n(kinfo['input']['rows'])} interactions, {_n(kinfo['input']['users'])} users, "
              f"{_n(kinfo['input']['items'])} items from {Path(src).name} (streaming)"]
     if user_k > 1 or item_k > 1:

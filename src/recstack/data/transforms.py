@@ -150,6 +150,12 @@ def _empty_now(before: Interactions, after: Interactions) -> tuple[int, int]:
     return int((ub & ~ua).sum()), int((ib & ~ia).sum())
 
 
+def _kept_some(before: Interactions, kept: int, what: str, hint: str) -> None:
+    """A filter that removed every row of non-empty data is an error (no silent empty data)."""
+    if len(before) and not kept:
+        raise DataError(f"{before.name}: {what} removed all {_n(len(before))} interactions; {hint}")
+
+
 def _check_frac(name: str, x: float, lo_open: bool) -> None:
     if not (0 < x < 1 if lo_open else 0 <= x < 1):
         raise ValueError(f"{name} must be in {'(0, 1)' if lo_open else '[0, 1)'}, got {x}")
@@ -165,7 +171,7 @@ def to_implicit(data: Interactions, threshold: float | None = None) -> Interacti
     line says how many there are.
 
     Raises:
-        DataError: a threshold is given but `data` has no rating column.
+        DataError: a threshold is given but `data` has no rating column, or no rating reaches it.
     """
     n = len(data)
     if threshold is None:
@@ -177,6 +183,7 @@ def to_implicit(data: Interactions, threshold: float | None = None) -> Interacti
     keep = data.rating >= threshold  # NaN compares False -> removed, counted below
     n_nan = int(np.isnan(data.rating).sum()) if data.rating.dtype.kind == "f" else 0
     out = data.subset(keep)
+    _kept_some(data, len(out), f"to_implicit(rating>={threshold:g})", "lower the threshold")
     eu, ei = _empty_now(data, out)
     line = (
         f"to_implicit(rating>={threshold:g}): kept {_n(len(out))} of {_n(n)} interactions, "
@@ -277,6 +284,9 @@ def kcore(
     removal order). Users/items that had no interactions to begin with are dropped by the
     re-indexing too, and counted separately in the log. If `max_rounds` is reached before
     convergence, a warning is issued and the log says the result is not a full k-core.
+
+    Raises:
+        DataError: the k-core is empty (every interaction of non-empty data removed).
     """
     n, nu, ni = len(data), data.n_users, data.n_items
     u, i = data.user, data.item
@@ -300,6 +310,7 @@ def kcore(
         uc -= np.bincount(u[drop], minlength=nu)
         ic -= np.bincount(i[drop], minlength=ni)
         rounds += 1
+    _kept_some(data, int(alive.sum()), f"k-core(user>={user_k},item>={item_k})", "lower the minimums")
     out = data.subset(alive).compact()
     had_u, had_i = uc0 > 0, ic0 > 0
     rem_u = int(had_u.sum()) - out.n_users
@@ -324,10 +335,14 @@ def filter_by_count(
     """One pass: drop rows whose user has < `min_user` or item has < `min_item` interactions
     (counts taken on the input). Unlike `kcore`, the result may again contain users/items below
     the minimum. Re-indexes with `compact()` unless `compact=False`.
+
+    Raises:
+        DataError: no interaction meets the minimums (and `data` is not empty).
     """
     n = len(data)
     ok = (data.user_counts()[data.user] >= min_user) & (data.item_counts()[data.item] >= min_item)
     sub = data.subset(ok)
+    _kept_some(data, len(sub), f"filter_by_count(user>={min_user},item>={min_item})", "lower the minimums")
     eu, ei = _empty_now(data, sub)
     out = sub.compact() if compact else sub
     line = (

@@ -31,7 +31,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from recstack.data.errors import DataError
 from recstack.data.hashing import combine_codes, hash_bucket
@@ -51,6 +51,7 @@ from recstack.features.specs import (
 )
 from recstack.features.stats import Moments, standardize
 from recstack.features.vocab import ValueCounts, Vocabulary
+from recstack.files import save_safetensors
 
 _VOCAB_KINDS = (Categorical, MultiHot, IdSequence)
 _MAX_EXACT_CROSS = 10_000_000
@@ -406,7 +407,7 @@ class FeaturePipeline:
                 arrays[f"{s.name}.boundaries"] = np.asarray(st.pop("boundaries"), np.float64)
             fields.append({"spec": spec_to_json(s), "state": st})
         arrays["__format__"] = np.ones(1, np.int8)  # safetensors needs at least one tensor
-        save_file(arrays, str(path / "pipeline.safetensors"))
+        save_safetensors(arrays, str(path / "pipeline.safetensors"))
         meta = {"format": 1, "sample_size": self.sample_size, "seed": self.seed, "fields": fields}
         (path / "pipeline.json").write_text(json.dumps(meta))
         return path

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from recstack.evaluation.ranking import topk
+from recstack.files import save_safetensors
 from recstack.index.base import VectorIndex, as_matrix
 from recstack.index.config import IndexConfig
 
@@ -48,7 +49,7 @@ class ExactIndex(VectorIndex):
         return scores, ids
 
     def _save_payload(self, path: Path) -> list[str]:
-        save_file({"vectors": self.vectors.contiguous()}, str(path / _FILE))
+        save_safetensors({"vectors": self.vectors.contiguous()}, str(path / _FILE))
         return [_FILE]
 
     @classmethod

@@ -22,12 +22,13 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from recstack import __version__
 from recstack.configs.params import ParamSpec, check_values, param_specs
 from recstack.data.dataset import Interactions, Vocab
 from recstack.evaluation.ranking import resolve_device, topk
+from recstack.files import save_safetensors
 
 
 class Model:
@@ -305,7 +306,7 @@ class Recommender(Model):
         seen = self.seen_.tocsr()
         state["seen.indptr"] = torch.from_numpy(seen.indptr.astype(np.int64))
         state["seen.indices"] = torch.from_numpy(seen.indices.astype(np.int64))
-        save_file(state, str(path / "weights.safetensors"))
+        save_safetensors(state, str(path / "weights.safetensors"))
         self.user_vocab_.save(path / "vocab.user.parquet")
         self.item_vocab_.save(path / "vocab.item.parquet")
         (path / "config.json").write_text(json.dumps(config, indent=2, default=_jsonable))
@@ -380,3 +381,14 @@ def available_models() -> list[str]:
     from recstack.models.registry import model_names
 
     return model_names()
+
+
+def model_hparams(model: Model) -> dict[str, Any]:
+    """The hyper-parameters a training checkpoint records to refuse a resume with other ones:
+    the model's own (the trainer records its `TrainConfig` fields itself), not the device."""
+    import dataclasses
+
+    from recstack.training.trainer import TrainConfig
+
+    train = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in model.get_params().items() if k not in train and k != "device"}

@@ -25,7 +25,7 @@ from torch import nn
 from recstack.configs.params import ParamSpec, specs_from_dataclass
 from recstack.data.dataset import Interactions
 from recstack.distributed.metrics import evaluate_ranking_sharded
-from recstack.models.base import Recommender
+from recstack.models.base import Recommender, model_hparams
 from recstack.training.trainer import TrainConfig, Trainer, TrainResult
 
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -92,7 +92,7 @@ class NeuralRecommender(Recommender):
                 res = evaluate_ranking_sharded(self.score_all, test, exclude, ks=(k,), device=str(self.device_))
                 return res.summary()
 
-        self.train_result_: TrainResult = Trainer(self.train_config).fit(
+        self.train_result_: TrainResult = Trainer(self.train_config, hparams=model_hparams(self)).fit(
             self.module_, self._loss, examples, validate, self.device_
         )
         return self

@@ -31,6 +31,8 @@ class ItemCatalog:
         category_names: names of the categories.
         category_bits: bit c set when the item belongs to category c (first 64 categories).
         primary_category: the item's first category (-1 = none); used by per-category caps.
+        titles: display titles (str per item; None when the training data has none), stored as
+            `titles.json` and shown by the service next to each returned item.
     """
 
     ids: np.ndarray
@@ -39,10 +41,13 @@ class ItemCatalog:
     category_names: np.ndarray
     category_bits: np.ndarray
     primary_category: np.ndarray
+    titles: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.ids = storable_ids(self.ids)
         n = len(self.ids)
+        if self.titles is not None and len(self.titles) != n:
+            raise ValueError(f"catalog: titles has {len(self.titles)} rows, ids {n}")
         for name in ("popularity", "freshness", "category_bits", "primary_category"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"catalog: {name} has {len(getattr(self, name))} rows, ids {n}")
@@ -86,7 +91,10 @@ class ItemCatalog:
                 primary[has] = val[off[:-1][has]]
             else:
                 primary[owner] = val
-        return cls(data.item_vocab.raw, pop, fresh, names, bits, primary)
+        titles = feats.text.get("title") if feats is not None else None
+        if titles is not None:
+            titles = np.asarray([t if isinstance(t, str) else "" for t in titles.tolist()], dtype=object)
+        return cls(data.item_vocab.raw, pop, fresh, names, bits, primary, titles)
 
     def category_mask(self, names: list[str]) -> tuple[np.uint64, list[str]]:
         """Bit mask of the named categories, and the names that are unknown (or past bit 64)."""
@@ -104,14 +112,22 @@ class ItemCatalog:
         path.mkdir(parents=True, exist_ok=True)
         for name in ("ids", "popularity", "freshness", "category_names", "category_bits", "primary_category"):
             np.save(path / f"{name}.npy", np.asarray(getattr(self, name)), allow_pickle=False)
+        if self.titles is not None:
+            (path / "titles.json").write_text(json.dumps([str(t) for t in self.titles.tolist()]))
         (path / "catalog.json").write_text(json.dumps({"n_items": self.n_items}))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> ItemCatalog:
         path = Path(path)
+        titles = None
+        if (path / "titles.json").is_file():  # bundles before titles were stored have none
+            raw = json.loads((path / "titles.json").read_text())
+            if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
+                raise ValueError(f"{path / 'titles.json'}: expected a JSON list of strings")
+            titles = np.asarray(raw, dtype=object)
         return cls(*(_load(path, n) for n in ("ids", "popularity", "freshness", "category_names",
-                                              "category_bits", "primary_category")))
+                                              "category_bits", "primary_category")), titles)
 
 
 @dataclass

@@ -49,6 +49,7 @@ class PipelineResult:
     counts: dict[str, int]
     cold_start: bool
     skipped: list[str] = field(default_factory=list)  # stages whose ranker abstained
+    note: str | None = None  # why fewer than k items came back (None when k did)
 
     def trace_dicts(self) -> list[dict[str, Any]]:
         return [asdict(t) for t in self.trace]
@@ -88,6 +89,7 @@ class Pipeline:
         timings: dict[str, float] = {}
         counts: dict[str, int] = {}
         t_start = clock()
+        req.scale = max(1.0, req.k / self.config.default_k)  # pools sized for default_k grow with k
         lists = []
         for src in self.sources:
             t0 = clock()
@@ -108,12 +110,12 @@ class Pipeline:
             if s is None:
                 skipped.append(name)
                 s = np.full(len(cands), np.nan, np.float32)
-                order = np.arange(min(stage.keep, len(cands)))
+                order = np.arange(min(req.pool(stage.keep), len(cands)))
             else:
                 s = np.asarray(s, np.float32)
                 if s.shape != cands.items.shape:
                     raise ValueError(f"ranker '{ranker.name}' returned {s.shape} scores for {len(cands)} items")
-                order = np.argsort(-s, kind="stable")[: stage.keep]  # ties keep earlier order
+                order = np.argsort(-s, kind="stable")[: req.pool(stage.keep)]  # ties keep earlier order
                 last = name
             cands.scores[name] = s
             cands = cands.take(order)
@@ -126,7 +128,22 @@ class Pipeline:
         timings["rerank"] = (clock() - t0) * 1e3
         timings["total"] = (clock() - t_start) * 1e3
         counts["returned"] = len(out.items)
-        return PipelineResult(out.items, out.scores, trace, timings, counts, req.cold_start, skipped)
+        note = self._shortfall(req, counts) if len(out.items) < req.k else None
+        return PipelineResult(out.items, out.scores, trace, timings, counts, req.cold_start, skipped, note)
+
+    def _shortfall(self, req: Request, counts: dict[str, int]) -> str:
+        """Why a request got fewer than k items (only computed when it did): too few eligible
+        items in the catalogue, the re-ranking's category cap, or too few candidates retrieved."""
+        n = counts["returned"]
+        eligible = int(req.eligible(np.arange(self.assets.catalog.n_items, dtype=np.int64)).sum())
+        if eligible <= n:
+            return (f"only {eligible} catalogue items are eligible for this request (the others are "
+                    "seen, excluded, blocked or outside the category filters)")
+        cap = self.config.rerank.category_cap
+        if cap is not None:  # the re-ranker backfills under the cap: n is all the cap allows
+            return (f"the re-ranking's category cap ({cap} items per category) allows {n} of the "
+                    f"{eligible} eligible items")
+        return f"the candidate sources found {counts['merged']} of the {eligible} eligible items"
 
     def similar(self, item: int, k: int) -> tuple[np.ndarray, np.ndarray, str]:
         """The `k` items most similar to item index `item` -> (items, scores, source name).
@@ -172,8 +189,8 @@ class Pipeline:
         finals = out.scores.tolist()
         trace = []
         for j, (item, p) in enumerate(zip(out.items.tolist(), pos.tolist(), strict=True)):
-            if p < 0:
-                srcs, r, scores = ["promoted"], {}, {n: None for n in stage_names}
+            if p < 0:  # a rule inserted it (promoted, backfill, explore)
+                srcs, r, scores = [out.rules[j]], {}, {n: None for n in stage_names}
             else:
                 r = {name: rank for name, rank in zip(names, ranks[j], strict=True) if rank >= 0}
                 srcs = list(r)

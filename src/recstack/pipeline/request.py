@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,9 @@ class Request:
         include_bits / exclude_bits: category filters (bit masks; 0 = no filter).
         context: free-form request context passed to rankers (device, time of day, ...).
         recent: item indices the request itself carried (not in the stored history).
+        scale: candidate pool multiplier, set by `Pipeline.run`: k / default_k when k exceeds
+            the pipeline's default_k (sources and ranking stages then keep proportionally more,
+            so a large k is not starved by pools sized for the default k), else 1.
     """
 
     user: int | None
@@ -36,6 +40,11 @@ class Request:
     context: Mapping[str, Any] = field(default_factory=dict)
     recent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     category_bits: np.ndarray | None = None
+    scale: float = 1.0
+
+    def pool(self, n: int) -> int:
+        """`n` (a source's or stage's configured size) scaled to this request's k."""
+        return n if self.scale <= 1.0 else math.ceil(n * self.scale)
 
     @property
     def cold_start(self) -> bool:

@@ -15,6 +15,7 @@ from recstack.pipeline.request import Request
 # rules reported in traces
 SCORE, FRESHNESS, MMR, CAP, PROMOTED, EXPLORE = ("score", "freshness", "mmr", "category_cap", "promoted",
                                                  "explore")
+BACKFILL = "backfill"  # the category cap emptied the ranked candidates: most popular eligible items
 
 
 @dataclass
@@ -79,8 +80,34 @@ class Reranker:
                 pos, rules = self._greedy(items, rel, final, k)
             final = final[pos].astype(np.float32)
         out_items = items[pos]
+        if cfg.category_cap is not None and len(pos) < k:
+            out_items, pos, final, rules = self._backfill(out_items, pos, final, rules, req, k)
         out = self._explore(Reranked(out_items, pos, final, rules), items, req, k)
         return self._promote(out, items, req, k)
+
+    def _backfill(self, picked: np.ndarray, pos: np.ndarray, final: np.ndarray, rules: list[str],
+                  req: Request, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """Fill the slots the category cap left empty (every ranked candidate's category is full)
+        with the most popular eligible items of categories still under the cap (rule
+        "backfill", no score). Runs only on that short path: O(catalogue) vectorised work."""
+        cap, cats = self.config.category_cap, self.catalog.primary_category
+        order = np.argsort(-np.asarray(self.catalog.popularity, np.float64), kind="stable")
+        order = order[req.eligible(order) & ~np.isin(order, picked)]
+        counts = np.bincount(cats[picked][cats[picked] >= 0], minlength=len(self.catalog.category_names))
+        c = cats[order]
+        grouped = np.argsort(c, kind="stable")  # by category, popularity order within each
+        gc = c[grouped]
+        start = np.searchsorted(gc, gc, side="left")
+        rank = np.arange(len(gc)) - start  # 0-based rank within the category
+        room = np.where(gc >= 0, cap - counts[np.maximum(gc, 0)], len(gc))  # uncategorised: no cap
+        ok = np.zeros(len(order), bool)
+        ok[grouped] = rank < room
+        extra = order[ok][: k - len(picked)].astype(np.int64)
+        if not len(extra):
+            return picked, pos, final, rules
+        return (np.concatenate([picked, extra]), np.concatenate([pos, np.full(len(extra), -1, np.int64)]),
+                np.concatenate([final, np.full(len(extra), np.nan, np.float32)]),
+                [*rules, *([BACKFILL] * len(extra))])
 
     def _explore(self, out: Reranked, candidates: np.ndarray, req: Request, k: int) -> Reranked:
         """Give the last exploration slots to pool items the bandit picks (eligible ones only)."""

@@ -1,5 +1,6 @@
 """Candidate sources. Each returns up to `n` eligible (items, scores), best first, or nothing
-when it does not apply (e.g. a history-based source on a cold-start request)."""
+when it does not apply (e.g. a history-based source on a cold-start request); `n` grows with
+a request's k beyond the pipeline's default_k (`Request.pool`)."""
 
 from __future__ import annotations
 
@@ -41,12 +42,13 @@ class AnnSource:
         q = self.encoder.query(req.user, req.history)
         if q is None:
             return _EMPTY
+        n = req.pool(self.n)
         # over-fetch by the excluded count (seen items are often the nearest ones), bounded
-        k = min(self.index.ntotal, self.n + min(req.exclude.size, self.n // 2))
+        k = min(self.index.ntotal, n + min(req.exclude.size, n // 2))
         scores, items = self.index.search(q, k)
         items, scores = items[0], scores[0]
         keep = (items >= 0) & req.eligible(np.maximum(items, 0))
-        return items[keep][: self.n], scores[keep][: self.n]
+        return items[keep][:n], scores[keep][:n]
 
 
 class NeighbourSource:
@@ -68,7 +70,7 @@ class NeighbourSource:
         dense = aggregate_rows(self.matrix, seeds, self.decay ** np.arange(len(seeds)))
         items = np.flatnonzero(dense > 0)
         items = items[req.eligible(items)]
-        return top_n(items, dense[items], self.n)
+        return top_n(items, dense[items], req.pool(self.n))
 
 
 class SequenceModelSource:
@@ -86,11 +88,12 @@ class SequenceModelSource:
         hist = req.history[-self.last_n :]
         if hist.size == 0:
             return _EMPTY
-        k = min(self.model.n_items_, self.n + min(req.exclude.size, self.n))
+        n = req.pool(self.n)
+        k = min(self.model.n_items_, n + min(req.exclude.size, n))
         items, scores = self.model.recommend_sequence_indices([hist], k=k)
         items, scores = items[0].astype(np.int64), scores[0].astype(np.float32)
         keep = req.eligible(items) & np.isfinite(scores)
-        return items[keep][: self.n], scores[keep][: self.n]
+        return items[keep][:n], scores[keep][:n]
 
 
 class StaticSource:
@@ -103,5 +106,6 @@ class StaticSource:
         self.items, self.scores = top_n(items, np.asarray(values, np.float32), min(len(values), n + reserve))
 
     def candidates(self, req: Request) -> tuple[np.ndarray, np.ndarray]:
+        n = req.pool(self.n)
         keep = req.eligible(self.items)
-        return self.items[keep][: self.n], self.scores[keep][: self.n]
+        return self.items[keep][:n], self.scores[keep][:n]

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import gc
 import hmac
+import json
 import math
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -33,9 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, HTTPException, Query
+from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from recstack import __version__
@@ -73,6 +78,8 @@ class ServiceSettings:
         bundle_roots: directories POST /admin/reload may load bundles from (a path must resolve,
             symlinks and `..` followed, to somewhere strictly inside one); None = the parent
             directory of each served bundle.
+        max_body_bytes: largest request body accepted; a larger one is answered 413 before it
+            is read (a /recommend body is a few hundred bytes; 1 MiB leaves room for 1000-id lists).
     """
 
     admin_token: str | None = None
@@ -80,12 +87,165 @@ class ServiceSettings:
     warmup_requests: int = 10
     event_log: str | Path | None = None
     bundle_roots: tuple[str | Path, ...] | None = None
+    max_body_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
 
 
 def allowed_bundle_path(path: str | Path, roots: tuple[Path, ...]) -> bool:
-    """True when `path` resolves (symlinks and `..` followed) strictly inside one of `roots`."""
-    target = Path(path).resolve()
+    """True when `path` resolves (symlinks and `..` followed) strictly inside one of `roots`
+    (False for a path that cannot be resolved, e.g. one with a NUL character)."""
+    try:
+        target = Path(path).resolve()
+    except (OSError, ValueError, RuntimeError):  # NUL byte, name too long, symlink loop
+        return False
     return any(target != root and target.is_relative_to(root) for root in roots)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """`text` on one line (whitespace runs -> one space), cut to `limit` characters: error
+    messages stay short and never echo a whole input."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---- request bodies: size limit and strict JSON ---------------------------------------------------
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (numbers must be finite)")
+
+
+def _finite_float(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x):
+        raise ValueError(f"number {one_line(text, 40)} is out of range (numbers must be finite)")
+    return x
+
+
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)  # built once
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    """True when a string (or dict key) anywhere in `obj` holds an unpaired UTF-16 surrogate,
+    which no UTF-8 answer can carry."""
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, str):
+            try:
+                x.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return False
+
+
+def parse_json_body(body: bytes) -> Any:
+    """Strict JSON: NaN / Infinity (and numbers that overflow to them), lone surrogates,
+    invalid UTF-8 and absurd nesting raise `json.JSONDecodeError`, which FastAPI turns into a
+    validation error the service answers 400. The surrogate walk runs only when the body holds
+    a surrogate escape, so ordinary bodies cost one `json.loads`."""
+    try:
+        text = body.decode("utf-8")
+        obj = _DECODER.decode(text)
+    except json.JSONDecodeError:
+        raise
+    except UnicodeDecodeError as e:
+        raise json.JSONDecodeError("the body is not UTF-8", "", e.start) from None
+    except (ValueError, RecursionError) as e:  # parse hooks, int digit limit, nesting depth
+        raise json.JSONDecodeError(one_line(str(e) or type(e).__name__, 120), "", 0) from None
+    if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(obj):
+        raise json.JSONDecodeError("a string holds a lone UTF-16 surrogate", "", 0)
+    return obj
+
+
+class _StrictRequest(Request):
+    """A request whose body is capped (`max_body` bytes: 413 before reading more) and parsed
+    by `parse_json_body`."""
+
+    max_body = 1 << 20
+
+    async def body(self) -> bytes:
+        if not hasattr(self, "_body"):
+            limit = self.max_body
+            length = self.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                raise HTTPException(413, f"request body over the {limit}-byte limit")
+            chunks, size = [], 0
+            async for chunk in self.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"request body over the {limit}-byte limit")
+                chunks.append(chunk)
+            self._body = b"".join(chunks)
+        return self._body
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = parse_json_body(await self.body())
+        return self._json
+
+
+def _route_class(max_body: int) -> type[APIRoute]:
+    """An `APIRoute` whose handlers see `_StrictRequest`s capped at `max_body` bytes."""
+    request_class = type("StrictRequest", (_StrictRequest,), {"max_body": max_body})
+
+    class StrictRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Any]:
+            handler = super().get_route_handler()
+
+            async def strict_handler(request: Request) -> Response:
+                return await handler(request_class(request.scope, request.receive))
+
+            return strict_handler
+
+    return StrictRoute
+
+
+_ECHO = 80  # characters of an invalid input a 422 answer quotes
+
+
+def _clip(value: Any) -> Any:
+    """An invalid input as a 422 answer quotes it: short values as they are, long strings and
+    containers cut to `_ECHO` characters of their JSON text."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= _ECHO else value[:_ECHO] + "..."
+    text = json.dumps(value, default=str)
+    return value if len(text) <= _ECHO else text[:_ECHO] + "..."
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """400 with one line for a body that is not JSON; 422 with FastAPI's located errors for an
+    invalid one, each quoting at most `_ECHO` characters of the input (10 errors at most)."""
+    errors = exc.errors()
+    bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if bad_json is not None:
+        why = (bad_json.get("ctx") or {}).get("error", "JSON decode error")
+        return JSONResponse({"detail": one_line(f"the body is not valid JSON: {why}")}, 400)
+    short = []
+    for e in errors[:10]:
+        e = {k: v for k, v in e.items() if k != "url"}
+        if "input" in e:
+            e["input"] = _clip(e["input"])
+        e["loc"] = [_clip(x) for x in e.get("loc", ())]
+        if "ctx" in e:
+            e["ctx"] = {k: _clip(v if isinstance(v, str | int | float | bool) or v is None else str(v))
+                        for k, v in e["ctx"].items()}
+        e["msg"] = one_line(e.get("msg", ""), 200)
+        short.append(e)
+    if len(errors) > 10:
+        short.append({"type": "truncated", "loc": [], "msg": f"{len(errors) - 10} more errors"})
+    return JSONResponse({"detail": jsonable_encoder(short)}, 422)
 
 
 def freeze_heap(collect: bool = True) -> None:
@@ -123,7 +283,9 @@ class FastJSONResponse(JSONResponse):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "the body is not valid JSON"},
+    400: {"model": ErrorBody, "description": "the body is not valid JSON (NaN, Infinity and lone "
+                                             "surrogates included)"},
+    413: {"model": ErrorBody, "description": "the body is over the size limit"},
     422: {"model": ErrorBody, "description": "invalid request"},
     503: {"model": ErrorBody, "description": "no bundle loaded yet"},
 }
@@ -231,11 +393,12 @@ def _unit(body: RecommendRequest, rid: str) -> tuple[str, str | int]:
     return "request", rid
 
 
-def _items(ids: list[Any], trace: list[Any], explain: bool) -> list[dict[str, Any]]:
-    """The `items` of a /recommend answer (with stage scores and source ranks when `explain`)."""
+def _items(ids: list[Any], trace: list[Any], explain: bool, meta: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `items` of a /recommend answer: id, the catalogue's title and categories when the
+    bundle has them, score, sources, rule (stage scores and source ranks when `explain`)."""
     items = []
     for raw, t in zip(ids, trace, strict=True):
-        item = {"item_id": raw, "score": t.scores["final"], "sources": t.sources, "rule": t.rule}
+        item = {"item_id": raw, **meta[t.item], "score": t.scores["final"], "sources": t.sources, "rule": t.rule}
         if explain:
             item["stage_scores"] = {k: (None if v is None else _finite(v)) for k, v in t.scores.items()}
             item["source_ranks"] = t.source_ranks
@@ -252,6 +415,8 @@ def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings 
     app = FastAPI(title="recstack", version=__version__, lifespan=_lifespan(svc),
                   description="Recommendations through a four-stage pipeline "
                               "(retrieval, coarse ranking, fine ranking, re-ranking).")
+    app.router.route_class = _route_class(settings.max_body_bytes)  # before the routes are added
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(MetricsMiddleware, metrics=svc.metrics)
     app.state.holder, app.state.metrics, app.state.settings = svc.holder, svc.metrics, settings
     app.state.experiment, app.state.holders = svc.abtest, {name: lane.holder for name, lane in svc.lanes.items()}
@@ -294,7 +459,10 @@ def _add_recommend_route(app: FastAPI, svc: _Service) -> None:
             warnings.append(f"k={body.k} exceeds this bundle's max_k; returning {k}")
         res = p.run(req)
         ids = b.assets.catalog.id_map.decode(res.items)
-        items = _items(ids, res.trace, body.explain)
+        items = _items(ids, res.trace, body.explain, b.item_meta)
+        note = res.note
+        if note is None and clamp:
+            note = f"k={body.k} exceeds this bundle's max_k ({k})"
         metrics.observe_stages(res.timings_ms)
         if warnings:
             metrics.warnings.inc(len(warnings))
@@ -317,6 +485,7 @@ def _add_recommend_route(app: FastAPI, svc: _Service) -> None:
                                  "bundle_version": b.version,
                                  "timings_ms": {k: round(v, 4) for k, v in res.timings_ms.items()},
                                  "counts": res.counts, "skipped_stages": res.skipped,
+                                 "returned": len(items), "note": note,
                                  "request_id": rid, "variant": variant, "experiment": exp_name})
 
 
@@ -381,7 +550,7 @@ def _add_similar_route(app: FastAPI, svc: _Service) -> None:
     """GET /items/{item_id}/similar, answered by the control variant."""
     holder, control = svc.holder, svc.abtest.control
 
-    @app.get("/items/{item_id}/similar", response_model=SimilarResponse,
+    @app.get("/items/{item_id}/similar", response_model=SimilarResponse, response_model_exclude_none=True,
              responses={404: {"model": ErrorBody, "description": "unknown item"}, **_ERRORS})
     async def similar(item_id: Annotated[str, PathParam(max_length=256)],
                 k: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> dict[str, Any]:
@@ -399,7 +568,8 @@ def _add_similar_route(app: FastAPI, svc: _Service) -> None:
         raw = b.assets.catalog.id_map.decode(items)
         return {"item_id": b.assets.catalog.id_map.decode([idx])[0], "source": source, "bundle_version": b.version,
                 "variant": control,
-                "items": [{"item_id": i, "score": _finite(float(s)) or 0.0} for i, s in zip(raw, scores.tolist(), strict=True)]}
+                "items": [{"item_id": i, **b.item_meta[j], "score": _finite(float(s)) or 0.0}
+                          for i, j, s in zip(raw, items.tolist(), scores.tolist(), strict=True)]}
 
 
 def _add_probe_routes(app: FastAPI, svc: _Service) -> None:
@@ -446,10 +616,14 @@ def _reload_target(svc: _Service, body: ReloadRequest | None, x_admin_token: str
         raise HTTPException(403, "admin endpoints are disabled (start the service with an admin token)")
     if x_admin_token is None or not hmac.compare_digest(x_admin_token.encode(), settings.admin_token.encode()):
         raise HTTPException(401, "missing or wrong X-Admin-Token")
+    if body and body.path is not None and "\x00" in body.path:
+        metrics.swaps.labels("refused").inc()
+        raise HTTPException(422, "bundle path contains a NUL character")
     if body and body.path is not None and not allowed_bundle_path(body.path, roots):
         metrics.swaps.labels("refused").inc()
-        raise HTTPException(403, f"bundle path {body.path!r} is outside the allowed bundle roots "
-                                 f"{[str(r) for r in roots]} (recstack serve --bundle-root DIR)")
+        raise HTTPException(403, one_line(f"bundle path {one_line(repr(body.path), 200)} is outside the "
+                                          f"allowed bundle roots {[str(r) for r in roots]} "
+                                          "(recstack serve --bundle-root DIR)", 600))
     name = body.variant if body and body.variant is not None else (None if svc.split else svc.abtest.control)
     if name is None:
         raise HTTPException(422, f"name the variant to swap (one of {list(lanes)})")
@@ -477,7 +651,7 @@ def _add_admin_routes(app: FastAPI, svc: _Service) -> None:
             raise HTTPException(409, str(e)) from None
         except (BundleError, OSError, ValueError) as e:
             metrics.swaps.labels("failed").inc()
-            raise HTTPException(422, f"bundle not loaded, still serving the previous one: {e}") from None
+            raise HTTPException(422, one_line(f"bundle not loaded, still serving the previous one: {e}", 500)) from None
         metrics.swaps.labels("ok").inc()
         metrics.set_variant_bundle(name, new.version)
         if name == control:

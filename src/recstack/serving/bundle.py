@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import scipy.sparse as sp
 
 from recstack import __version__
@@ -166,9 +167,11 @@ class Bundle:
     config: PipelineConfig
     assets: Assets
     pipeline: Pipeline = field(init=False)
+    item_meta: list[dict[str, Any]] = field(init=False, repr=False)  # title / categories per item
 
     def __post_init__(self) -> None:
         self.pipeline = build_pipeline(self.config, self.assets)
+        self.item_meta = item_metadata(self.assets.catalog)
 
     @property
     def version(self) -> str:
@@ -180,6 +183,23 @@ class Bundle:
         if not p.is_dir():
             raise BundleError(f"{self.path}: no extra artefact '{name}'")
         return p
+
+
+def item_metadata(catalog: ItemCatalog) -> list[dict[str, Any]]:
+    """Per item index, what a client shows next to a result: `title` and `categories` (each only
+    when the catalogue has it). Built once per bundle, so answers only index a list."""
+    n = catalog.n_items
+    meta: list[dict[str, Any]] = [{} for _ in range(n)]
+    if catalog.titles is not None:
+        for m, t in zip(meta, catalog.titles.tolist(), strict=True):
+            m["title"] = t
+    names = catalog.category_names.tolist()
+    if names and n:
+        bits = np.asarray(catalog.category_bits, np.uint64)
+        for c, name in enumerate(names[:64]):
+            for i in np.flatnonzero(bits & np.uint64(1 << c)).tolist():
+                meta[i].setdefault("categories", []).append(str(name))
+    return meta
 
 
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:

@@ -55,6 +55,9 @@ class RecommendRequest(BaseModel):
 
 class RecommendedItem(BaseModel):
     item_id: int | str
+    title: str | None = Field(None, description="catalogue title (absent when the bundle has no titles)")
+    categories: list[str] | None = Field(
+        None, description="catalogue categories, e.g. genres (absent when the bundle has none)")
     score: float | None = Field(description="final re-ranking score (None for promoted items)")
     sources: list[str] = Field(description="candidate sources that proposed the item")
     rule: str = Field(description="re-ranking rule that placed it: score, freshness, mmr, category_cap, promoted")
@@ -70,6 +73,9 @@ class RecommendResponse(BaseModel):
     timings_ms: dict[str, float]
     counts: dict[str, int]
     skipped_stages: list[str]
+    returned: int = Field(description="number of items returned (fewer than k only with a `note`)")
+    note: str | None = Field(None, description="why fewer than the requested k items came back "
+                                               "(None when k did)")
     request_id: str = Field(description="echoes X-Request-ID, or a generated id; quote it in /feedback")
     variant: str = Field(description="A/B variant that served the request (`default` without an experiment)")
     experiment: str | None = Field(None, description="experiment name (None without an experiment)")
@@ -128,6 +134,8 @@ class ABTestInfo(BaseModel):
 
 class SimilarItem(BaseModel):
     item_id: int | str
+    title: str | None = Field(None, description="catalogue title (absent when the bundle has no titles)")
+    categories: list[str] | None = Field(None, description="catalogue categories (absent when none)")
     score: float
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recstack.serving.bundle import Bundle, load_bundle
+from recstack.serving.bundle import Bundle, BundleError, load_bundle
 
 
 class SwapInProgress(RuntimeError):
@@ -53,8 +53,16 @@ class BundleHolder:
             self._swap_lock.release()
 
     def _prepare(self, path: Path) -> Bundle:
-        b = load_bundle(path, verify=self.verify)
-        warm_up(b, self.warmup)
+        """Load and warm up `path`; any failure (a corrupt file whose hash was recomputed fails
+        in numpy, safetensors, Faiss or the warm-up, not in the integrity check) is a
+        `BundleError` with a one-line message, so the served bundle stays in place."""
+        try:
+            b = load_bundle(path, verify=self.verify)
+            warm_up(b, self.warmup)
+        except BundleError:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever a broken file raises
+            raise BundleError(f"{path}: cannot load bundle: {type(e).__name__}: {e}") from e
         return b
 
 

@@ -27,10 +27,19 @@ from torch import nn
 from recstack.distributed.ddp import DataParallelLoss
 from recstack.distributed.env import is_distributed
 from recstack.progress import bar, console
-from recstack.training.checkpoint import load_checkpoint, save_checkpoint
+from recstack.training.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 LossFn = Callable[[dict[str, torch.Tensor], torch.Generator], torch.Tensor]
 _WARMUP_BATCHES = 5  # left out of the steady-state throughput of an epoch
+#: TrainConfig fields a resumed run may change: they do not alter what was trained so far
+#: (``epochs``: train longer; where logs and checkpoints go; progress display)
+RESUMABLE_CHANGES: frozenset[str] = frozenset(
+    {"epochs", "progress", "log_path", "checkpoint_dir", "tensorboard_dir"})
 
 
 def _sync(device: torch.device) -> None:
@@ -170,8 +179,11 @@ def build_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
 class Trainer:
     """Runs `fit`; holds no state between calls besides its config."""
 
-    def __init__(self, config: TrainConfig | None = None) -> None:
+    def __init__(self, config: TrainConfig | None = None, hparams: dict[str, Any] | None = None) -> None:
+        """`hparams`: the model's hyper-parameters (JSON values), stored with each checkpoint and
+        compared on resume like the training settings."""
         self.config = config or TrainConfig()
+        self.hparams = hparams
 
     def fit(
         self,
@@ -186,7 +198,9 @@ class Trainer:
         """Train `module` on `examples` (aligned tensors, first dimension = examples).
 
         `validate()` returns metrics (higher is better for `monitor`); the best epoch's weights
-        are restored at the end. With a checkpoint_dir, an existing checkpoint is resumed.
+        are restored at the end. With a checkpoint_dir, an existing checkpoint is resumed (``last``,
+        else the ``last.old`` a crash can leave), unless it was written with other settings than
+        `RESUMABLE_CHANGES` allow, or for another model shape: then CheckpointError, one line.
         `make_optimizer(module, config)` replaces `build_optimizer`, for models whose parts
         want different optimisers (e.g. FTRL for a wide part, row-wise Adagrad for sparse tables).
         `train_step` replaces the per-batch step and its optimiser (see `TrainStep`); the
@@ -219,10 +233,16 @@ class Trainer:
         }
         best_weights: dict[str, torch.Tensor] | None = None
         ckpt = Path(cfg.checkpoint_dir) / "last" if cfg.checkpoint_dir else None
-        if ckpt is not None and (ckpt / "state.json").exists():
-            saved = load_checkpoint(ckpt, device)
+        found = latest_checkpoint(ckpt) if ckpt is not None else None
+        if found is not None:
+            saved = load_checkpoint(found, device)
+            self._check_resumable(found, saved, module)
             module.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["optimizer"])
+            try:
+                opt.load_state_dict(saved["optimizer"])
+            except (ValueError, KeyError, RuntimeError) as e:
+                raise CheckpointError(f"cannot resume from {found}: its optimizer state does not fit this "
+                                      f"run's ({str(e).splitlines()[0]}); use a new checkpoint_dir") from None
             if sched is not None and saved.get("scheduler"):
                 sched.load_state_dict(saved["scheduler"])
             gen.set_state(saved["generator"].cpu())
@@ -231,7 +251,7 @@ class Trainer:
                 torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), device)
             best_weights = saved.get("best_weights")
             state = saved["trainer"]
-            console.print(f"[dim]resumed from {ckpt} at epoch {state['epoch']}[/dim]")
+            console.print(f"[dim]resumed from {found} at epoch {state['epoch']}[/dim]")
         # under torchrun: DDP on each rank's slice of every global batch; rank 0 alone writes
         ddp = (DataParallelLoss(module, loss_fn, device, ckpt is not None, find_unused=cfg.ddp_find_unused,
                                 bf16_grads=cfg.ddp_bf16_grads) if is_distributed() else None)
@@ -293,6 +313,7 @@ class Trainer:
                     "generator": gen.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "trainer": state,
+                    "config": self._fingerprint(),
                 }
                 if device.type == "cuda":
                     payload["cuda_rng"] = torch.cuda.get_rng_state(device)
@@ -387,6 +408,60 @@ class Trainer:
             console.print(
                 f"[dim]epoch {row['epoch']:>3}/{cfg.epochs} loss={row['loss']:.4f} {extra} ({row['seconds']:.1f}s)[/dim]"
             )
+
+    def _fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint records of the run that wrote it: training settings (JSON values)
+        and, where the caller gave them, the model's hyper-parameters."""
+        out: dict[str, Any] = {"train": json.loads(json.dumps(asdict(self.config), default=str))}
+        if self.hparams is not None:
+            out["model"] = json.loads(json.dumps(self.hparams, default=str))
+        return out
+
+    def _check_resumable(self, path: Path, saved: dict[str, Any], module: nn.Module) -> None:
+        """Refuse, in one line, a checkpoint written with other settings or another model shape.
+
+        Raises:
+            CheckpointError: naming each setting that differs (``lr=0.001`` in the checkpoint,
+                ``lr=0.01`` now), or the first tensor whose shape differs.
+        """
+        if not isinstance(saved, dict) or not {"model", "optimizer", "trainer", "generator"} <= set(saved):
+            raise CheckpointError(f"checkpoint file {path / 'state.json'} is not a trainer checkpoint "
+                                  "(missing model/optimizer/trainer state); delete it to start over")
+        written = saved.get("config")
+        if isinstance(written, dict):  # checkpoints from before 2026-12 have none: nothing to compare
+            now = self._fingerprint()
+            diffs = []
+            for part, skip in (("train", RESUMABLE_CHANGES), ("model", frozenset())):
+                a, b = written.get(part), now.get(part)
+                if not isinstance(a, dict) or not isinstance(b, dict):
+                    continue
+                for key in sorted(set(a) | set(b)):
+                    if key in skip or a.get(key) == b.get(key):
+                        continue
+                    diffs.append((key, a.get(key, "<unset>"), b.get(key, "<unset>")))
+            if diffs:
+                was = ", ".join(f"{k}={v}" for k, v, _ in diffs)
+                has = ", ".join(f"{k}={w}" for k, _, w in diffs)
+                raise CheckpointError(
+                    f"cannot resume from {path}: checkpoint was written with {was}, this run has {has}; "
+                    "restore those settings, or use a new checkpoint_dir (only "
+                    f"{', '.join(sorted(RESUMABLE_CHANGES))} may change on resume)")
+        mine = module.state_dict()
+        theirs = saved["model"]
+        if not isinstance(theirs, dict):
+            raise CheckpointError(f"checkpoint file {path / 'state.json'} holds no model weights; delete it")
+        missing = [k for k in mine if k not in theirs]
+        extra = [k for k in theirs if k not in mine]
+        if missing or extra:
+            raise CheckpointError(
+                f"cannot resume from {path / 'state.safetensors'}: it holds another model's weights "
+                f"(missing {missing[:3]}, unexpected {extra[:3]}); use a new checkpoint_dir")
+        for k, v in mine.items():
+            w = theirs[k]
+            if isinstance(v, torch.Tensor) and isinstance(w, torch.Tensor) and tuple(v.shape) != tuple(w.shape):
+                raise CheckpointError(
+                    f"cannot resume from {path / 'state.safetensors'}: '{k}' has shape {tuple(w.shape)} there, "
+                    f"{tuple(v.shape)} in this run (a changed dim or data set?); use a new checkpoint_dir")
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(copy.deepcopy(self.config))

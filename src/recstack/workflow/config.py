@@ -24,7 +24,7 @@ from typing import Any, Literal
 from recstack.configs import ConfigError, path, read_file
 from recstack.configs.params import ParamSpec, check_values, specs_from_dataclass
 
-__all__ = ["CTRTaskOptions", "ExperimentConfig", "check_model_params", "experiment_config",
+__all__ = ["CTRTaskOptions", "ExperimentConfig", "check_device", "check_model_params", "experiment_config",
            "load_experiment", "model_param_specs"]
 
 
@@ -121,12 +121,38 @@ def _check_field(name: str, value: Any) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"expected a mapping of hyper-parameters, got {value!r}")
         return dict(value)
-    if name == "device" and (not isinstance(value, str) or not value.strip()):
-        raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+    if name == "device":
+        return check_device(value)
     v = _FIELD_SPECS[name].check(value)
     if name == "tie_seed" and v < 0:
         raise ValueError(f"expected a non-negative integer, got {value!r}")
     return v
+
+
+def check_device(value: Any) -> str:
+    """A device name (auto, cpu, cuda, cuda:N, ...) that this machine has, else ValueError in one
+    line (``cuda`` without CUDA, ``cuda:3`` on a machine with two GPUs)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+    value = value.strip()
+    if value == "auto":
+        return value
+    import torch
+
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {value!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"{value} requested but CUDA is not available ({why}); use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{value} requested but this machine has {torch.cuda.device_count()} CUDA "
+                             f"device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"{value} requested but MPS is not available; use --device cpu or auto")
+    return value
 
 
 def experiment_config(raw: dict[str, Any], where: str = "config", overrides: dict[str, Any] | None = None,

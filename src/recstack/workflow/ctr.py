@@ -28,6 +28,7 @@ from recstack.models.registry import create_model
 from recstack.progress import step
 from recstack.training.trainer import steady_samples_per_s
 from recstack.workflow.config import TASK_OPTIONS, CTRTaskOptions
+from recstack.workflow.output import check_writable_dir, normal_modes, strict_json
 
 
 def criteo_features(min_freq: int = 10, hash_buckets: int = 0) -> list[FeatureSpec]:
@@ -111,6 +112,8 @@ def load_task(data: str, options: dict[str, Any]) -> tuple[CTRTask, str]:
 
 def run_ctr_experiment(cfg: Any) -> dict[str, Any]:
     """Fit a ranking model on a CTR task and report test AUC / LogLoss (`cfg`: ExperimentConfig)."""
+    if cfg.out:  # before any work: a run must not end in "cannot write"
+        check_writable_dir(cfg.out)
     params = dict(cfg.params)
     options = {k: params.pop(k) for k in TASK_OPTIONS if k in params}
     with step(f"building the CTR task from {cfg.data}") as s:
@@ -148,9 +151,10 @@ def run_ctr_experiment(cfg: Any) -> dict[str, Any]:
         d = Path(cfg.out)
         d.mkdir(parents=True, exist_ok=True)
         ranker.save(d / "model")
-        (d / "result.json").write_text(json.dumps(out, indent=2))
+        normal_modes(d / "model")  # weights.safetensors is written 0600 by safetensors
+        (d / "result.json").write_text(strict_json(out, indent=2))
         (d / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
-        (d / "history.json").write_text(json.dumps(tr.history, indent=2))
+        (d / "history.json").write_text(strict_json(tr.history, indent=2))
     return out
 
 

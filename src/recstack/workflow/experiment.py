@@ -24,6 +24,7 @@ from recstack.models.registry import create_model
 from recstack.progress import step
 from recstack.training.trainer import steady_samples_per_s
 from recstack.workflow.config import ExperimentConfig
+from recstack.workflow.output import check_writable_dir, normal_modes, strict_json
 
 
 def standard_protocol(data: Interactions, split_override: str | None = None) -> Protocol:
@@ -70,8 +71,14 @@ def resolve_protocol(cfg: ExperimentConfig, data: Interactions) -> Protocol:
 
 
 def build_model(cfg: ExperimentConfig) -> Recommender:
-    """The config's model, unfitted (its defaults overridden by ``cfg.params``)."""
-    return create_model(cfg.model, device=cfg.device, **cfg.params)
+    """The config's model, unfitted (its defaults overridden by ``cfg.params``); a model with a
+    ``seed`` hyper-parameter gets the run's ``--seed`` unless the params set one."""
+    from recstack.models.registry import model_class
+
+    params = dict(cfg.params)
+    if "seed" not in params and "seed" in model_class(cfg.model).param_specs():
+        params["seed"] = cfg.seed
+    return create_model(cfg.model, device=cfg.device, **params)
 
 
 def evaluate(model: Recommender, sp: Split, proto: Protocol, ks=(5, 10, 20), progress: bool = True,
@@ -153,8 +160,11 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         from recstack.workflow.ctr import run_ctr_experiment
 
         return run_ctr_experiment(cfg)
+    if cfg.out:  # before any work: a run must not end in "cannot write"
+        check_writable_dir(cfg.out)
     np.random.seed(cfg.seed)
     data, sp, proto = prepare(cfg)
+    check_ks(cfg.ks, sp.n_items)
     model = build_model(cfg)
     with step(f"fitting {cfg.model}"):
         t0 = time.perf_counter()
@@ -180,8 +190,24 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         d = Path(cfg.out)
         d.mkdir(parents=True, exist_ok=True)
         model.save(d / "model")
-        (d / "result.json").write_text(json.dumps(out, indent=2))
+        normal_modes(d / "model")  # weights.safetensors is written 0600 by safetensors
+        (d / "result.json").write_text(strict_json(out, indent=2))
         (d / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
         if "history" in fit_info:
-            (d / "history.json").write_text(json.dumps(fit_info["history"], indent=2))
+            (d / "history.json").write_text(strict_json(fit_info["history"], indent=2))
     return out
+
+
+def check_ks(ks: tuple[int, ...] | list[int], n_items: int) -> None:
+    """Refuse metric cut-offs beyond the catalogue (every item is ranked by then, and a huge k's
+    padded top-k blocks exhaust memory); the default cut-offs (5, 10, 20) stay valid on any
+    catalogue, as they always were.
+
+    Raises:
+        ValueError: one line naming the k and the catalogue size.
+    """
+    standard = ExperimentConfig.__dataclass_fields__["ks"].default
+    too_big = [k for k in ks if k > n_items and k not in standard]
+    if too_big:
+        raise ValueError(f"ks: k={max(too_big):,} is larger than the catalogue ({n_items:,} items); "
+                         f"use ks of at most {n_items:,}")

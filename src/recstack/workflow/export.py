@@ -30,6 +30,7 @@ from recstack.pipeline.config import PipelineConfig
 from recstack.pipeline.matrices import dense_top_k, transition_matrix
 from recstack.serving.bundle import write_bundle
 from recstack.workflow.experiment import standard_protocol
+from recstack.workflow.output import normal_modes
 
 _SOURCES = [
     {"name": "two_tower", "kind": "ann", "model": "two_tower", "index": "two_tower", "n": 200},
@@ -216,6 +217,7 @@ def export_bundle(recipe: ExportRecipe, out: str | Path, version: str | None = N
             UserStore.from_interactions(data), models={"two_tower": tt},
             indexes={"two_tower": index}, matrices=matrices, extras=extras,
             version=version, info=info, overwrite=overwrite)
+    normal_modes(path)  # safetensors writes its files 0600
     log(f"bundle written to {path} in {time.perf_counter() - t0:.1f} s")
     return path
 
@@ -284,6 +286,8 @@ def add_ctr_rankers(src: str | Path, out: str | Path, recipe_overrides: dict[str
                 "ctr_added_to": {"path": str(b.path), "version": b.version,
                                  "seconds": round(time.perf_counter() - t0, 1)}}
         extras = {**a.extras, "coarse_ctr": Path(tmp) / "coarse_ctr", "fine_ctr": Path(tmp) / "fine_ctr"}
-        return write_bundle(out, PipelineConfig.from_dict(cfg), a.catalog, a.users, a.models, a.indexes,
+        path = write_bundle(out, PipelineConfig.from_dict(cfg), a.catalog, a.users, a.models, a.indexes,
                             a.matrices, extras, version=version or f"{b.version}+ctr", info=info,
                             overwrite=overwrite)
+    normal_modes(path)  # safetensors writes its files 0600
+    return path

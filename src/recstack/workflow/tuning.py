@@ -36,6 +36,7 @@ from recstack.models.capabilities import EncodesSequences
 from recstack.workflow.experiment import (
     ExperimentConfig,
     build_model,
+    check_ks,
     evaluate,
     fit_model,
     nothing_csr,
@@ -168,6 +169,7 @@ def tune(cfg: ExperimentConfig, grid: Grid, metric: str = "ndcg@20",
     v = _validation(cfg, holdout_frac)
     sp, proto, where = v.sp, v.proto, v.where
     ks = tuple(sorted({*cfg.ks, int(k)}))
+    check_ks(ks, sp.n_items)
     emit = log or (lambda row: None)
 
     candidates: list[Candidate] = []

@@ -132,3 +132,81 @@ def test_bad_parquet_message_names_file_row_and_field(tmp_path):
     pl.DataFrame({"user": [1, 2], "item": [1, 2], "rating": [1.0, float("inf")]}).write_parquet(g)
     with pytest.raises(DataError, match=re.escape(f"{g}, field 'rating': row 2: expected a finite number")):
         load(f"parquet:{g}")
+
+
+# ------------------------------------------------------------------------------------------
+# issue 22: column types parquet can hold but ids / numbers cannot, broken gzip files
+# ------------------------------------------------------------------------------------------
+def test_parquet_uint64_ids(tmp_path):
+    f = tmp_path / "u64.parquet"
+    pl.DataFrame({"user": pl.Series([1, 2**63 + 5], dtype=pl.UInt64), "item": [1, 2]}).write_parquet(f)
+    with pytest.raises(DataError, match=re.escape(
+            f"{f}, field 'user': row 2: 9223372036854775813 does not fit in a signed 64-bit integer "
+            "(UInt64 column); pass id_type=str to read the ids as text")):
+        load(f"parquet:{f}")
+    d = load(f"parquet:{f}", id_type="str")
+    assert decoded(d)[0] == ["1", "9223372036854775813"]
+    g = tmp_path / "u64_small.parquet"  # UInt64 values that fit are plain integer ids
+    pl.DataFrame({"user": pl.Series([7, 3], dtype=pl.UInt64), "item": [1, 2]}).write_parquet(g)
+    assert decoded(load(f"parquet:{g}"))[0] == [7, 3]
+
+
+def test_parquet_uint64_timestamp_beyond_int64(tmp_path):
+    f = tmp_path / "ts64.parquet"
+    pl.DataFrame({"user": [1, 2], "item": [1, 2],
+                  "timestamp": pl.Series([5, 2**64 - 1], dtype=pl.UInt64)}).write_parquet(f)
+    with pytest.raises(DataError, match=re.escape(f"{f}, field 'timestamp': row 2: 18446744073709551615 "
+                                                  "does not fit in a signed 64-bit integer")):
+        load(f"parquet:{f}")
+
+
+@pytest.mark.parametrize("col, values", [
+    ("item", [[1], [2, 3]]),
+    ("user", [{"a": 1}, {"a": 2}]),
+    ("rating", [[1.0], [2.0]]),
+])
+def test_parquet_nested_columns(tmp_path, col, values):
+    f = tmp_path / "nested.parquet"
+    cols: dict[str, list] = {"user": [1, 2], "item": [1, 2], "rating": [1.0, 2.0]}
+    cols[col] = values
+    pl.DataFrame(cols).write_parquet(f)
+    with pytest.raises(DataError, match=re.escape(f"{f}, field '{col}': column type ") + r"(List|Struct)"):
+        load(f"parquet:{f}")
+
+
+def test_truncated_gzip_csv(tmp_path):
+    import gzip
+
+    body = "".join(f"{k},{k % 13},3\n" for k in range(5000))
+    text = "user,item,rating\n" + body
+    raw = gzip.compress(text.encode())
+    f = tmp_path / "cut.csv.gz"
+    f.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError) as e:
+        load(f"csv:{f}")
+    msg = str(e.value)
+    assert msg.startswith(f"{f}, line ") and "truncated gzip file" in msg and "\n" not in msg
+    assert 1 < e.value.line < 5002  # the line the data breaks on
+    f.write_bytes(raw[:-3] + b"\x00\x00\x00")  # a bad length / CRC trailer
+    with pytest.raises(DataError, match=re.escape(str(f))):
+        load(f"csv:{f}")
+    f.write_bytes(raw + gzip.compress(body.encode()))  # several members: fine
+    assert len(load(f"csv:{f}")) == 10_000
+    g = write(tmp_path / "blank_tail.csv", text + "\n\n")  # sanity: the same text, plain
+    assert len(load(f"csv:{g}")) == 5000
+
+
+def test_blank_text_id_is_missing(tmp_path):
+    """A whitespace-only id is a missing id on the fast path too (it was kept as an id)."""
+    f = write(tmp_path / "ws.csv", "user,item\na,x\n  ,y\nb,z\n")
+    with pytest.raises(DataError, match=re.escape(f"{f}, line 3, field 'user': missing value")):
+        load(f"csv:{f}")
+    g = write(tmp_path / "pad.csv", "user,item\n a ,x\na,y\n")
+    assert decoded(load(f"csv:{g}"))[0] == ["a", "a"]
+
+
+def test_parquet_blank_text_id_is_missing(tmp_path):
+    f = tmp_path / "blank.parquet"
+    pl.DataFrame({"user": ["a", " ", "b"], "item": [1, 2, 3]}).write_parquet(f)
+    with pytest.raises(DataError, match=re.escape(f"{f}, field 'user': row 2: missing value (empty id)")):
+        load(f"parquet:{f}")

@@ -13,6 +13,7 @@ line (so errors cost time, data don't).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,14 +54,82 @@ def _need_dir(path: Path, what: str) -> Path:
     return path
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 24  # compressed bytes decompressed per step
+
+
+def _is_gzip(path: Path) -> bool:
+    """Whether `path` is a file starting with the gzip magic bytes."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
+
+
+def _inflate(path: Path, keep: bool) -> tuple[bytes, int, bytes]:
+    """Decompress a gzip file (several members allowed) in chunks.
+
+    Returns (the contents when `keep` else b"", number of line breaks, the last 64 KiB).
+
+    Raises:
+        DataError: truncated or corrupt gzip data, naming the file and the line it breaks on.
+    """
+    out: list[bytes] = []
+    size = lines = 0
+    tail = b""
+
+    def take(b: bytes) -> None:
+        nonlocal size, lines, tail
+        size, lines, tail = size + len(b), lines + b.count(b"\n"), (tail + b)[-65536:]
+        if keep:
+            out.append(b)
+
+    def fail(what: str) -> DataError:
+        return DataError(f"{what} after {size:,} decompressed bytes", path=str(path), line=lines + 1)
+
+    d, fed = zlib.decompressobj(31), False
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            while chunk:
+                fed = True
+                try:
+                    take(d.decompress(chunk))
+                except zlib.error as e:
+                    raise fail(f"corrupt gzip data ({e})") from None
+                chunk = b""
+                if d.eof:  # a member ended; what follows must be another member
+                    chunk, d, fed = d.unused_data, zlib.decompressobj(31), False
+    if fed and not d.eof:
+        take(d.flush())
+        raise fail("truncated gzip file: the compressed data ends")
+    return b"".join(out), lines, tail
+
+
+def _gunzip(path: Path) -> bytes:
+    """The decompressed contents of a gzip file (DataError when truncated or corrupt)."""
+    return _inflate(path, True)[0]
+
+
+def _text_lines(path: Path) -> tuple[int, int]:
+    """(lines, blank lines at the end) of a text file, gzip or not, in constant memory."""
+    if _is_gzip(path):
+        _, breaks, tail = _inflate(path, False)
+        return breaks + int(bool(tail) and not tail.endswith(b"\n")), _trailing_blank_lines(tail)
+    return _n_lines(path), _trailing_blank_lines(path)
+
+
 def _source(path: Path, encoding: str) -> _Src:
-    """The file itself for UTF-8; otherwise its text re-encoded as UTF-8 (small files only).
+    """The file itself for plain UTF-8; otherwise its text as UTF-8 bytes (gzip files are
+    decompressed here, so that line numbers and checks refer to the text).
 
     encoding "auto" = UTF-8 when the bytes are valid UTF-8, else latin-1 (old MovieLens files).
     """
-    if encoding == "utf-8":
+    gz = _is_gzip(path)
+    if encoding == "utf-8" and not gz:
         return path
-    raw = path.read_bytes()
+    raw = _gunzip(path) if gz else path.read_bytes()
+    if encoding == "utf-8":
+        return raw
     if encoding == "auto":
         try:
             raw.decode("utf-8")
@@ -102,7 +171,20 @@ def _read_lines(src: _Src, path: Path) -> pl.Series:
         if "utf-8" in str(e).lower() or "utf8" in str(e).lower():
             raise _utf8_error(src, path, e) from None
         raise DataError(f"could not be read: {_first_line(e)}", path=str(path)) from None
+    except OSError as e:  # e.g. broken compressed data polars decompresses itself
+        raise DataError(f"could not be read: {_first_line(e)}", path=str(path)) from None
     return df["line"]
+
+
+def _n_lines(src: _Src) -> int:
+    """Lines in the file (a last line without a line break counts)."""
+    if isinstance(src, bytes):
+        return src.count(b"\n") + int(bool(src) and not src.endswith(b"\n"))
+    n, last = 0, b""
+    with open(src, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            n, last = n + chunk.count(b"\n"), chunk
+    return n + int(bool(last) and not last.endswith(b"\n"))
 
 
 def _trailing_blank_lines(src: _Src) -> int:
@@ -252,6 +334,7 @@ def _read_delim(
     id_type: str = "auto",
     encoding: str = "utf-8",
     what: str = "a delimited text file",
+    src: _Src | None = None,
 ) -> pl.DataFrame:
     """Read the columns `want` (name -> kind, see `_cast_columns`) of a delimited file, typed.
 
@@ -259,9 +342,11 @@ def _read_delim(
     one typed polars read (dtypes guessed from the first rows). If it fails or leaves nulls,
     `_diagnose` rereads the file as text and either raises at the first bad line or returns the
     correctly typed data (e.g. ids that turned out not to be integers after the sniffed rows).
+    `src`: the file's contents when the caller already has them (`_source`).
     """
-    _need_file(path, what)
-    src = _source(path, encoding)
+    if src is None:
+        _need_file(path, what)
+        src = _source(path, encoding)
     kw = dict(separator=sep, quote_char=quote, has_header=header)
     cols = _columns(src, path, kw, header, names)
     missing = [c for c in want if c not in cols]
@@ -292,13 +377,19 @@ def _read_delim(
         return _diagnose(src, path, want, cols, kw, id_type)
     checked = [c for c in proj if want.get(c, "x") in ("int", "id", "float", "time") or c not in want]
     floats = [c for c in want if want[c] in ("float", "time") and schema[c] == pl.Float64]
+    texts = [c for c in want if want[c] in ("id", "str") and schema[c] == pl.String]
+    df = df.with_columns([pl.col(c).str.strip_chars() for c in texts])  # as `_cast_columns` does
     df = _clean_typed(df, src, [pl.col(c).is_null() for c in checked]
-                      + [~pl.col(c).is_finite() for c in floats])
+                      + [~pl.col(c).is_finite() for c in floats]
+                      + [pl.col(c) == "" for c in texts if want[c] == "id"])  # blank id
     if df is None:
         return _diagnose(src, path, want, cols, kw, id_type)
+    if quote is not None and df.height != _n_lines(src) - int(header) - _trailing_blank_lines(src):
+        return _diagnose(src, path, want, cols, kw, id_type)  # a quoted line break merged lines
     if df.height == 0:
         raise DataError("no data rows", path=str(path), line=2 if header else 1)
-    return df.select(list(want))
+    return df.select([pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c)
+                      if c in texts else pl.col(c) for c in want])
 
 
 def _clean_typed(df: pl.DataFrame, src: _Src, bad_exprs: list[pl.Expr]) -> pl.DataFrame | None:
@@ -333,6 +424,8 @@ def _columns(src: _Src, path: Path, kw: dict, header: bool, names: list[str] | N
         raise DataError(f"header could not be read: {_first_line(e)}", path=str(path), line=1) from None
     except pl.exceptions.DuplicateError as e:
         raise DataError(f"duplicate column name in header: {_first_line(e)}", path=str(path), line=1) from None
+    except OSError as e:  # e.g. broken compressed data polars decompresses itself
+        raise DataError(f"could not be read: {_first_line(e)}", path=str(path)) from None
     cols = head.columns
     if not any(c.strip() for c in cols):
         raise DataError("header line is blank", path=str(path), line=1)
@@ -552,7 +645,7 @@ def _user_lines(path: Path, what: str, allow_empty_users: bool, min_id: int
     the line's items), user, item; users holds every line's user id (also item-less ones).
     """
     _need_file(path, what)
-    lines = _read_lines(path, path)
+    lines = _read_lines(_source(path, "utf-8"), path)
     end, errors = _blank_lines(lines, path, 0)
     if end == 0:
         raise DataError("file is empty", path=str(path), line=1)

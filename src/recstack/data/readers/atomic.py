@@ -18,6 +18,7 @@ from recstack.data.readers._common import (
     _numeric,
     _read_delim,
     _rows_for,
+    _source,
     _text,
 )
 
@@ -26,7 +27,7 @@ _ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
 
 def _atomic_header(path: Path) -> dict[str, tuple[str, str]]:
     """{plain name: (header column, type)} of an atomic file."""
-    cols = _columns(path, path, dict(separator="\t", quote_char=None, has_header=True), True, None)
+    cols = _columns(_source(path, "utf-8"), path, dict(separator="\t", quote_char=None, has_header=True), True, None)
     out = {}
     for c in cols:
         name, colon, typ = c.rpartition(":")

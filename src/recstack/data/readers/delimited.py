@@ -17,6 +17,7 @@ from recstack.data.readers._common import (
     _read_delim,
     _read_lines,
     _show,
+    _source,
 )
 
 _DEFAULT_NAMES = {
@@ -63,6 +64,20 @@ def _resolve_columns(cols: list[str], given: dict[str, object], header: bool, pa
     return out
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _check_parquet_dtype(dtype: pl.DataType, role: str, path: Path, col: str) -> None:
+    """DataError unless `dtype` can hold `role`: numbers or text (ids also categories)."""
+    ok = dtype.is_numeric() or dtype == pl.String
+    if role in ("user", "item"):
+        ok = ok or isinstance(dtype, (pl.Categorical, pl.Enum))
+    if not ok:
+        want = "integer or text ids" if role in ("user", "item") else "numbers"
+        raise DataError(f"column type {dtype} cannot hold {role} values (expected {want})",
+                        path=str(path), field=col)
+
+
 def _sep(sep: str) -> str:
     named = {"tab": "\t", "\\t": "\t", "space": " ", "comma": ",", "semicolon": ";", "pipe": "|"}
     s = named.get(sep.lower(), sep) if len(sep) != 1 else sep
@@ -97,10 +112,11 @@ def read_csv(
         raise DataError(f"id_type must be auto, int or str, got {id_type!r}")
     s = _sep(sep)
     kw = dict(separator=s, quote_char='"', has_header=header)
+    src = _source(p, "utf-8")  # gzip files are decompressed once, here
     if header:
-        cols = _columns(p, p, kw, True, None)
+        cols = _columns(src, p, kw, True, None)
     else:
-        first = _read_lines(p, p).drop_nulls().head(1)
+        first = _read_lines(src, p).drop_nulls().head(1)
         if not len(first):
             raise DataError("file is empty", path=str(p), line=1)
         cols = [f"column_{k + 1}" for k in range(first.str.count_matches(s, literal=True)[0] + 1)]
@@ -109,7 +125,7 @@ def read_csv(
     kinds = {"user": "id", "item": "id", "rating": "float", "timestamp": "time", "weight": "float"}
     want = {roles[r]: kinds[r] for r in roles}
     df = _read_delim(p, want, sep=s, header=header, names=None if header else cols, id_type=id_type,
-                     what="a delimited interaction file")
+                     what="a delimited interaction file", src=src)
     log = [f"read {df.height} rows from {p} (columns {roles})"]
     log += [f"{r} ids are not all canonical integers: kept as text" for r in ("user", "item")
             if id_type == "auto" and df[roles[r]].dtype == pl.String]
@@ -141,7 +157,12 @@ def read_parquet(
     cols = list(schema)
     roles = _resolve_columns(cols, {"user": user, "item": item, "rating": rating,
                                     "timestamp": timestamp, "weight": weight}, True, p)
-    df = pl.read_parquet(p, columns=list(dict.fromkeys(roles.values())))
+    for role, col in roles.items():
+        _check_parquet_dtype(schema[col], role, p, col)
+    try:
+        df = pl.read_parquet(p, columns=list(dict.fromkeys(roles.values())))
+    except Exception as e:  # truncated / corrupt pages: several polars exception types
+        raise DataError(f"not a readable parquet file: {_first_line(e)}", path=str(p)) from None
     if df.height == 0:
         raise DataError("no rows", path=str(p))
     typed = {}
@@ -150,7 +171,17 @@ def read_parquet(
         i = _first_true(s.is_null().to_numpy())
         if i is not None:
             raise DataError(f"row {i + 1}: missing value", path=str(p), field=col)
+        if s.dtype == pl.UInt64 and not (role in ("user", "item") and id_type == "str"):
+            j = _first_true((s > _INT64_MAX).to_numpy())
+            if j is not None:
+                raise DataError(f"row {j + 1}: {s[j]} does not fit in a signed 64-bit integer (UInt64 "
+                                "column)" + ("; pass id_type=str to read the ids as text"
+                                             if role in ("user", "item") else ""), path=str(p), field=col)
         if role in ("user", "item"):
+            if s.dtype == pl.String:
+                j = _first_true((s.str.strip_chars() == "").to_numpy())
+                if j is not None:
+                    raise DataError(f"row {j + 1}: missing value (empty id)", path=str(p), field=col)
             if id_type == "str":
                 s = s.cast(pl.String)
             elif s.dtype.is_float():

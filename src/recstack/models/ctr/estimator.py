@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from recstack import __version__
 from recstack.configs.params import ParamSpec, specs_from_dataclass
@@ -37,7 +37,8 @@ from recstack.evaluation.ranking import resolve_device
 from recstack.features.pipeline import FeaturePipeline, Layout
 from recstack.features.specs import FeatureSpec
 from recstack.features.store import FeatureStore
-from recstack.models.base import Model
+from recstack.files import save_safetensors
+from recstack.models.base import Model, model_hparams
 from recstack.models.ctr.base import CTRConfig, CTRModule
 from recstack.models.ctr.fast_path import FastPathPlan
 from recstack.progress import console
@@ -188,7 +189,7 @@ class CTRModel(Model):
         step, self.fast_path_ = self._train_step()
         if self.train_config.progress and self.fast_path_.used:
             console.print(f"[dim]{self.name}: {self.fast_path_.describe()}[/dim]")
-        self.train_result_: TrainResult = Trainer(self.train_config).fit(
+        self.train_result_: TrainResult = Trainer(self.train_config, hparams=model_hparams(self)).fit(
             self.module_, self._loss, ex, validate, self.device_,
             make_optimizer=lambda module, cfg: module.make_optimizer(cfg), train_step=step)
         return self
@@ -357,13 +358,13 @@ class CTRModel(Model):
         config = {"model": self.name, "params": params, "layout": self.layout_.to_json(),
                   "recstack_version": __version__}
         state = {k: v.detach().contiguous().cpu() for k, v in self.module_.state_dict().items()}
-        save_file(state, str(path / "weights.safetensors"))
+        save_safetensors(state, str(path / "weights.safetensors"))
         self.pipeline_.save(path / "pipeline")
         if self.store_ is not None:
             self.store_.save(path / "store")
         if getattr(self, "seen_", None) is not None:
             seen = self.seen_.tocsr()
-            save_file({"indptr": torch.from_numpy(seen.indptr.astype(np.int64)),
+            save_safetensors({"indptr": torch.from_numpy(seen.indptr.astype(np.int64)),
                        "indices": torch.from_numpy(seen.indices.astype(np.int64)),
                        "shape": torch.tensor(seen.shape, dtype=torch.int64)}, str(path / "seen.safetensors"))
         (path / "config.json").write_text(json.dumps(config, indent=2))
