@@ -453,6 +453,7 @@ def serve_cmd(
     event_log: Annotated[Path | None, typer.Option(help="JSON-lines event log: one line per impression and per feedback")] = None,
     bundle_root: Annotated[list[Path] | None, typer.Option(help="directory POST /admin/reload may load bundles from (repeatable; default: the served bundle's parent directory)")] = None,
     max_body_bytes: Annotated[int, typer.Option(min=1, help="largest request body accepted (larger: 413)")] = 1 << 20,
+    deadline_ms: Annotated[float, typer.Option(min=0, help="latency budget of a /recommend request from its arrival, queueing included: past it the pipeline skips its costliest stages or sheds with a 503 (0 = no deadline)")] = 200.0,
 ) -> None:
     """Serve a bundle, or an A/B experiment over several bundles, over HTTP (FastAPI + uvicorn)
     until SIGINT / SIGTERM (graceful)."""
@@ -477,7 +478,8 @@ def serve_cmd(
         console.print(f"serving experiment {exp.name}: {split} on http://{host}:{port} (docs at /docs)")
     serve(bundle, host, port, ServiceSettings(admin_token=admin_token, verify_bundle=verify, event_log=event_log,
                                                     bundle_roots=tuple(bundle_root) if bundle_root else None,
-                                                    max_body_bytes=max_body_bytes),
+                                                    max_body_bytes=max_body_bytes,
+                                                    deadline_ms=deadline_ms or None),
           threads=threads, log_level=log_level, experiment=exp)
 
 

@@ -4,6 +4,7 @@ and quality on a planted data set where the next item is predictable."""
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -588,3 +589,85 @@ def test_ctr_rankers_in_the_pipeline_fast_path_and_bundle(ctr_task, world, tmp_p
     assert (np.diff(fine) <= 1e-6).all()  # neutral re-ranking: ordered by the DIN score
     anon = p.run(p.request(history=[1000, 1001], k=5)[0])  # anonymous session: scored from its history
     assert anon.skipped == [] and len(anon.items) == 5
+
+
+# ---- deadlines (issue 22: degrade, do not collapse) -----------------------------------------------
+BIG = {"retrieval": 100.0, "coarse": 1400.0, "fine": 1500.0, "rerank": 1000.0, "fallback": 50.0}
+# with BIG budgets a request needs, at the start: 1050 ms (popular), 1100 (retrieval), 2500 (coarse),
+# 4000 ms (fine); the bands are hundreds of ms wide, so the real stage times (ms) never matter
+
+
+def test_budget_config_round_trip_and_validation(tmp_path):
+    cfg = PipelineConfig.from_dict(base_config(budget_ms=BIG))
+    assert cfg.budget_ms.fine == 1500.0
+    assert PipelineConfig.load(cfg.save(tmp_path / "p.json")).budget_ms == cfg.budget_ms
+    assert PipelineConfig.from_dict(base_config()).budget_ms.rerank > 0  # older configs: defaults
+    for bad in ({"fine": -1.0}, {"fine": "fast"}, {"slow": 1.0}):
+        with pytest.raises(ValueError, match="budget_ms"):
+            PipelineConfig.from_dict(base_config(budget_ms=bad))
+
+
+def test_ample_deadline_runs_exactly_as_without(pipe, world):
+    users = world["assets"].users
+    for u in range(0, 90, 9):
+        kw = {"user_id": users.ids[u].item(), "k": 8}
+        plain = pipe.run(pipe.request(**kw)[0])
+        timed = pipe.run(pipe.request(**kw)[0], deadline=time.perf_counter() + 60)
+        assert timed.degraded is None and timed.left_ms is None and timed.skipped == plain.skipped == []
+        assert timed.items.tolist() == plain.items.tolist()
+        assert np.array_equal(timed.scores, plain.scores)
+        assert [t.scores for t in timed.trace] == [t.scores for t in plain.trace]
+
+
+def test_short_deadline_skips_the_costliest_stages_first(world):
+    p = build_pipeline(PipelineConfig.from_dict(base_config(budget_ms=BIG)), world["assets"])
+    no_fine = build_pipeline(PipelineConfig.from_dict(base_config(budget_ms=BIG, fine=None)), world["assets"])
+    assert [p.plan(ms) for ms in (5000, 3000, 2000, 1075, 500)] == [
+        None, "skip_fine", "skip_ranking", "popular", "shed"]
+    uid = world["assets"].users.ids[4].item()
+
+    def run(left_ms):
+        return p.run(p.request(user_id=uid, k=8)[0], deadline=time.perf_counter() + left_ms / 1e3)
+
+    full = run(5000)
+    assert full.degraded is None and full.skipped == []
+    fine_cut = run(3000)  # coarse fits, fine does not: the answer is the coarse stage's order
+    assert fine_cut.degraded == "skip_fine" and fine_cut.skipped == ["fine"] and 2000 < fine_cut.left_ms <= 3000
+    assert fine_cut.items.tolist() == no_fine.run(no_fine.request(user_id=uid, k=8)[0]).items.tolist()
+    assert all(t.scores["fine"] is None and t.scores["coarse"] is not None for t in fine_cut.trace)
+    ranked_cut = run(2000)  # retrieval fits, no ranking stage does: merged retrieval order
+    assert ranked_cut.degraded == "skip_ranking" and ranked_cut.skipped == ["coarse", "fine"]
+    assert {"ann", "i2i"} & {s for t in ranked_cut.trace for s in t.sources}
+    popular = run(1075)  # not even the personalised retrieval: the popular / fresh candidates
+    assert popular.degraded == "popular" and popular.skipped == ["coarse", "fine"]
+    assert all(set(t.sources) <= {"pop", "fresh"} for t in popular.trace)
+    assert "source.ann" not in popular.timings_ms
+    for res in (fine_cut, ranked_cut, popular):
+        assert len(res.items) == 8 and res.note is None  # still k items
+        assert not set(res.items.tolist()) & set(world["assets"].users.history(4).tolist())
+
+
+def test_a_slow_stage_cuts_the_stages_after_it(world):
+    """A ranking stage that overruns (injected: it sleeps 0.2 s) leaves no time for the fine
+    stage, which is skipped although the plan at the start had room for it."""
+    calls = []
+
+    class Slow:
+        name = "slow"
+
+        def score(self, user, items, history, context):
+            calls.append(len(items))
+            time.sleep(0.2)
+            return np.zeros(len(items), np.float32)
+
+    register_ranker("slow_for_deadline", lambda name, spec, ctx: Slow())
+    cfg = base_config(budget_ms={"retrieval": 5, "coarse": 10, "fine": 10, "rerank": 5, "fallback": 1},
+                      rankers={**base_config()["rankers"], "slow": {"kind": "slow_for_deadline"}},
+                      coarse={"ranker": "slow", "keep": 40})
+    p = build_pipeline(PipelineConfig.from_dict(cfg), world["assets"])
+    req = p.request(user_id=world["assets"].users.ids[2].item(), k=6)[0]
+    t0 = time.perf_counter()
+    res = p.run(req, deadline=t0 + 0.1)  # 100 ms: the plan fits every stage (30 ms + re-ranking)
+    assert calls and res.degraded == "skip_fine" and res.skipped == ["fine"] and res.left_ms < 0
+    assert len(res.items) == 6
+    assert time.perf_counter() - t0 < 0.2 + 0.15  # the overrun, then only the re-ranking

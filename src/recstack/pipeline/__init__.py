@@ -11,6 +11,7 @@ timings and a per-item trace.
 from recstack.pipeline.assets import Assets
 from recstack.pipeline.catalog import ItemCatalog, UserStore
 from recstack.pipeline.config import (
+    BudgetConfig,
     PipelineConfig,
     PromotedSlot,
     RerankConfig,
@@ -34,7 +35,7 @@ from recstack.pipeline.request import Request, encode_request
 
 __all__ = [
     "Assets", "ItemCatalog", "UserStore", "PipelineConfig", "SourceConfig", "StageConfig",
-    "RerankConfig", "PromotedSlot", "Pipeline", "PipelineResult", "ItemTrace", "build_pipeline",
+    "RerankConfig", "PromotedSlot", "BudgetConfig", "Pipeline", "PipelineResult", "ItemTrace", "build_pipeline",
     "Ranker", "EmbeddingRanker", "ItemItemRanker", "ModelRanker", "PopularityRanker", "BlendRanker",
     "recommender_ranker", "register_ranker", "Request", "encode_request", "evaluate_pipeline",
     "ranking_metrics", "transition_matrix", "save_csr", "load_csr",

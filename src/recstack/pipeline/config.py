@@ -89,6 +89,27 @@ class StageConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """Planned cost (ms) of each stage on a loaded server. Used only for requests that carry a
+    deadline (the service's `deadline_ms`): a ranking stage runs only when the time left pays
+    for it and for the re-ranking after it; full retrieval only when the time left pays for it
+    and the re-ranking, else the answer comes from the popular / fresh candidates (`fallback`).
+    Requests without a deadline ignore them."""
+
+    retrieval: float = 15.0
+    coarse: float = 10.0
+    fine: float = 15.0
+    rerank: float = 5.0  # re-ranking and the answer: always paid
+    fallback: float = 2.0  # popular / fresh candidates only (the cheapest answer)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1e6:
+                raise ValueError(f"budget_ms.{f.name} must be a number of ms in [0, 1e6), got {v!r}")
+
+
+@dataclass
 class PromotedSlot:
     """Business rule: put `item` (raw id) at 0-based position `slot` when it is eligible."""
 
@@ -183,6 +204,7 @@ class PipelineConfig:
         history_len: recent items of a user that sources and rankers see.
         max_candidates: cap on merged candidates (best by fused retrieval rank).
         default_k, max_k: result size when the request gives none, and its upper bound.
+        budget_ms: planned per-stage cost, for requests with a deadline (`BudgetConfig`).
     """
 
     sources: list[SourceConfig]
@@ -194,8 +216,11 @@ class PipelineConfig:
     max_candidates: int = 1000
     default_k: int = 10
     max_k: int = 100
+    budget_ms: BudgetConfig = field(default_factory=BudgetConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.budget_ms, dict):
+            self.budget_ms = _from_dict(BudgetConfig, self.budget_ms, "budget_ms")
         self.sources = [s if isinstance(s, SourceConfig) else _from_dict(SourceConfig, s, "source")
                         for s in self.sources]
         for name in ("coarse", "fine"):

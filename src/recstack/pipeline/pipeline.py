@@ -28,6 +28,13 @@ from recstack.pipeline.sources import (
 
 STAGES = ("coarse", "fine")
 
+# why a request with a deadline got less than the full pipeline (`PipelineResult.degraded`)
+DEGRADED = {
+    "skip_fine": "skipped fine ranking, answered from coarse scores",
+    "skip_ranking": "skipped the ranking stages, answered in merged retrieval order",
+    "popular": "answered from the popular / fresh candidates only (no personalised retrieval or ranking)",
+}
+
 
 @dataclass
 class ItemTrace:
@@ -50,6 +57,8 @@ class PipelineResult:
     cold_start: bool
     skipped: list[str] = field(default_factory=list)  # stages whose ranker abstained
     note: str | None = None  # why fewer than k items came back (None when k did)
+    degraded: str | None = None  # a `DEGRADED` key when the deadline cut work (None: full pipeline)
+    left_ms: float | None = None  # ms left of the deadline when the work was cut
 
     def trace_dicts(self) -> list[dict[str, Any]]:
         return [asdict(t) for t in self.trace]
@@ -64,6 +73,28 @@ class Pipeline:
         self.config, self.assets, self.sources = config, assets, list(sources)
         self.stages, self.reranker, self.blocked = list(stages), reranker, blocked
         self.weights = [s.weight for s in config.sources]
+        # the cheapest answer under a deadline: the precomputed popular / fresh rankings only
+        static = [(s, w) for s, w in zip(self.sources, self.weights, strict=True) if isinstance(s, StaticSource)]
+        self.fallback = static or [(StaticSource("popular", assets.catalog.popularity, 200), 1.0)]
+        b = config.budget_ms
+        # ms a request must have left to run ranking stage j: now (the stage + the re-ranking) ...
+        self._need = [getattr(b, name) + b.rerank for name, _, _ in self.stages]
+        # ... and at the start (retrieval + stages 0..j + re-ranking, each taking its budget)
+        self._plan_ms = [b.retrieval + b.rerank + sum(getattr(b, n) for n, _, _ in self.stages[: j + 1])
+                         for j in range(len(self.stages))]
+        self.full_ms = b.retrieval + b.rerank  # personalised retrieval + re-ranking
+        self.min_budget_ms = b.fallback + b.rerank  # less than this left: shed the request
+
+    def plan(self, left_ms: float) -> str | None:
+        """What a request with `left_ms` of its deadline left at the start gets: None (every
+        stage), "skip_<stage>" / "skip_ranking" (the ranking stages from there on skipped),
+        "popular" (the popular / fresh candidates only) or "shed" (not even that fits)."""
+        if left_ms < self.full_ms:
+            return "popular" if left_ms >= self.min_budget_ms else "shed"
+        fits = sum(left_ms >= ms for ms in self._plan_ms)  # _plan_ms grows: a prefix of the stages
+        if fits == len(self.stages):
+            return None
+        return "skip_ranking" if fits == 0 else f"skip_{self.stages[fits][0]}"
 
     # ---- requests -------------------------------------------------------------------------------
     def request(self, user_id: Any = None, history: Sequence[Any] = (), k: int | None = None,
@@ -83,30 +114,53 @@ class Pipeline:
                               blocked=self.blocked)
 
     # ---- the stages -----------------------------------------------------------------------------
-    def run(self, req: Request) -> PipelineResult:
-        """Run all stages for one request."""
+    def run(self, req: Request, deadline: float | None = None) -> PipelineResult:
+        """Run all stages for one request. With a `deadline` (a `time.perf_counter()` time), a
+        stage whose planned cost (`config.budget_ms`) plus the re-ranking's no longer fits in
+        the time left is skipped, and so are the ranking stages after it; too little time for
+        the personalised retrieval answers from the popular / fresh candidates. The result's
+        `degraded` says which; with ample time the run is exactly the one without a deadline.
+        Costs one comparison per stage (the stage timings already read the clock)."""
         clock = time.perf_counter
         timings: dict[str, float] = {}
         counts: dict[str, int] = {}
         t_start = clock()
         req.scale = max(1.0, req.k / self.config.default_k)  # pools sized for default_k grow with k
+        degraded, left_ms, planned = None, None, len(self.stages)
+        sources, weights = self.sources, self.weights
+        if deadline is not None:
+            left = (deadline - t_start) * 1e3
+            if left < self.full_ms:  # shedding is the caller's call; here: the cheapest answer
+                degraded, left_ms = "popular", left
+                sources, weights = [s for s, _ in self.fallback], [w for _, w in self.fallback]
+            elif self.stages and left < self._plan_ms[-1]:
+                planned, left_ms = sum(left >= ms for ms in self._plan_ms), left  # stages that fit
         lists = []
-        for src in self.sources:
+        for src in sources:
             t0 = clock()
             items, scores = src.candidates(req)
             timings[f"source.{src.name}"] = (clock() - t0) * 1e3
             counts[f"source.{src.name}"] = len(items)
             lists.append((items, scores))
         t0 = clock()
-        cands = merge(lists, self.weights, self.config.max_candidates)
+        cands = merge(lists, weights, self.config.max_candidates)
         timings["merge"] = (clock() - t0) * 1e3
         timings["retrieval"] = (clock() - t_start) * 1e3
         counts["merged"] = len(cands)
 
         last, skipped = "retrieval", []
-        for name, stage, ranker in self.stages:
+        for j, (name, stage, ranker) in enumerate(self.stages):
             t0 = clock()
-            s = ranker.score(req.user, cands.items, req.history, req.context) if len(cands) else None
+            if deadline is not None and degraded is None and (j >= planned or (deadline - t0) * 1e3 < self._need[j]):
+                # no time for this stage (planned at the start, or an earlier stage ran slow): it and
+                # the ranking stages after it are skipped
+                degraded = "skip_ranking" if last == "retrieval" else f"skip_{name}"
+                if j < planned:
+                    left_ms = (deadline - t0) * 1e3
+            if degraded is not None:
+                s = None
+            else:
+                s = ranker.score(req.user, cands.items, req.history, req.context) if len(cands) else None
             if s is None:
                 skipped.append(name)
                 s = np.full(len(cands), np.nan, np.float32)
@@ -124,12 +178,13 @@ class Pipeline:
 
         t0 = clock()
         out = self.reranker.run(cands.items, cands.scores[last], req)
-        trace = self._trace(cands, out)
+        trace = self._trace(cands, out, [src.name for src in sources])
         timings["rerank"] = (clock() - t0) * 1e3
         timings["total"] = (clock() - t_start) * 1e3
         counts["returned"] = len(out.items)
         note = self._shortfall(req, counts) if len(out.items) < req.k else None
-        return PipelineResult(out.items, out.scores, trace, timings, counts, req.cold_start, skipped, note)
+        return PipelineResult(out.items, out.scores, trace, timings, counts, req.cold_start, skipped, note,
+                              degraded, left_ms)
 
     def _shortfall(self, req: Request, counts: dict[str, int]) -> str:
         """Why a request got fewer than k items (only computed when it did): too few eligible
@@ -177,10 +232,9 @@ class Pipeline:
             raise LookupError("no item2item or ann source in this pipeline to find similar items")
         return items[:k], scores[:k], "+".join(used)
 
-    def _trace(self, cands, out) -> list[ItemTrace]:
+    def _trace(self, cands, out, names: list[str]) -> list[ItemTrace]:
         """Per returned item (k of them, not per candidate); arrays go to Python lists once, so
-        the per-item loop touches no numpy scalars."""
-        names = [s.name for s in self.sources]
+        the per-item loop touches no numpy scalars. `names`: the sources that ran, in order."""
         stage_names = ["retrieval", *(n for n, _, _ in self.stages)]
         pos = out.positions  # -1: promoted from outside the candidates
         at = np.maximum(pos, 0)

@@ -44,9 +44,10 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from recstack import __version__
+from recstack.pipeline.pipeline import DEGRADED
 from recstack.serving.abtest import ABTestConfig, EventLog, now
 from recstack.serving.bundle import Bundle, BundleError
-from recstack.serving.metrics import MetricsMiddleware, ServiceMetrics
+from recstack.serving.metrics import ARRIVAL, MetricsMiddleware, ServiceMetrics
 from recstack.serving.schemas import (
     MAX_K,
     ABTestInfo,
@@ -80,6 +81,11 @@ class ServiceSettings:
             directory of each served bundle.
         max_body_bytes: largest request body accepted; a larger one is answered 413 before it
             is read (a /recommend body is a few hundred bytes; 1 MiB leaves room for 1000-id lists).
+        deadline_ms: latency budget of a /recommend request, counted from its arrival (time
+            waiting in the server's queue included). Short of time, the pipeline skips its
+            costliest stages (the answer's `degraded` says which); with less left than the
+            cheapest answer costs, the request is shed: 503 with `Retry-After`. None = no deadline.
+        retry_after_s: the `Retry-After` header of a shed request.
     """
 
     admin_token: str | None = None
@@ -88,10 +94,16 @@ class ServiceSettings:
     event_log: str | Path | None = None
     bundle_roots: tuple[str | Path, ...] | None = None
     max_body_bytes: int = 1 << 20
+    deadline_ms: float | None = 200.0
+    retry_after_s: int = 1
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+        if self.deadline_ms is not None and not 0 < self.deadline_ms < 1e7:
+            raise ValueError(f"deadline_ms must be > 0 (or None), got {self.deadline_ms}")
+        if self.retry_after_s < 0:
+            raise ValueError(f"retry_after_s must be >= 0, got {self.retry_after_s}")
 
 
 def allowed_bundle_path(path: str | Path, roots: tuple[Path, ...]) -> bool:
@@ -289,6 +301,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "invalid request"},
     503: {"model": ErrorBody, "description": "no bundle loaded yet"},
 }
+_RECOMMEND_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS, 503: {"model": ErrorBody, "description": "no bundle loaded yet, or overloaded: the request's "
+                                                        "deadline left no time to answer (shed; see Retry-After)"}}
 
 
 class _Lane:
@@ -433,9 +448,13 @@ def create_app(bundle_path: str | Path | None = None, settings: ServiceSettings 
 def _add_recommend_route(app: FastAPI, svc: _Service) -> None:
     """POST /recommend."""
     exp, exp_name, lanes, metrics, split = svc.abtest, svc.name, svc.lanes, svc.metrics, svc.split
+    deadline_ms = svc.settings.deadline_ms
+    deadline_s = deadline_ms / 1e3 if deadline_ms is not None else None
+    retry_after = str(svc.settings.retry_after_s)
+    full, shed = metrics.outcome[("full", "")], metrics.outcome[("shed", "deadline")]
 
-    @app.post("/recommend", response_model=RecommendResponse, responses=_ERRORS)
-    async def recommend(body: RecommendRequest,
+    @app.post("/recommend", response_model=RecommendResponse, responses=_RECOMMEND_ERRORS)
+    async def recommend(body: RecommendRequest, request: Request,
                         x_request_id: Annotated[str | None, Header(max_length=128)] = None) -> Any:
         """Top-k items for a user id and/or recent items (neither: cold-start path). Unknown ids
         are ignored and reported in `warnings`. Under an A/B experiment the variant is chosen
@@ -450,6 +469,17 @@ def _add_recommend_route(app: FastAPI, svc: _Service) -> None:
         lane = lanes[variant]
         b = _current(lane.holder)  # one reference for the whole request: a swap cannot change it midway
         p = b.pipeline
+        deadline = None
+        if deadline_s is not None:  # the clock started on arrival: queueing counts against the budget
+            arrived = request.scope.get(ARRIVAL, t0)
+            metrics.queue_wait.observe(max(0.0, t0 - arrived))
+            deadline = arrived + deadline_s
+            left = (deadline - t0) * 1e3
+            if left < p.min_budget_ms:  # not even the cheapest answer fits: shed, fast
+                shed.inc()
+                return JSONResponse({"detail": f"overloaded: {max(left, 0.0):.0f} ms left of the {deadline_ms:.0f} ms "
+                                               "deadline, request shed; retry later"},
+                                    503, headers={"Retry-After": retry_after})
         k, clamp = min(body.k, p.config.max_k), body.k > p.config.max_k
         f = body.filters
         req, warnings = p.request(user_id=body.user_id, history=body.history, k=k,
@@ -457,7 +487,14 @@ def _add_recommend_route(app: FastAPI, svc: _Service) -> None:
                                   exclude_categories=f.exclude_categories, context=body.context)
         if clamp:
             warnings.append(f"k={body.k} exceeds this bundle's max_k; returning {k}")
-        res = p.run(req)
+        res = p.run(req, deadline)
+        degraded = None
+        if res.degraded is None:
+            full.inc()
+        else:
+            child = metrics.outcome.get(("degraded", res.degraded))
+            (child or metrics.outcomes.labels("degraded", res.degraded)).inc()
+            degraded = f"{DEGRADED.get(res.degraded, res.degraded)}: {max(res.left_ms, 0.0):.0f} ms left of {deadline_ms:.0f}"
         ids = b.assets.catalog.id_map.decode(res.items)
         items = _items(ids, res.trace, body.explain, b.item_meta)
         note = res.note
@@ -477,7 +514,7 @@ def _add_recommend_route(app: FastAPI, svc: _Service) -> None:
                        "variant": variant, "propensity": lane.share, "unit": unit_kind,
                        "unit_id": str(unit), "user": body.user_id, "session": body.session_id,
                        "bundle_version": b.version, "k": k, "cold_start": res.cold_start,
-                       "items": [{"item": raw, "pos": j} for j, raw in enumerate(ids)],
+                       "degraded": res.degraded, "items": [{"item": raw, "pos": j} for j, raw in enumerate(ids)],
                        "latency_ms": round(elapsed * 1e3, 3)})
         # built to match RecommendResponse here; returning the response directly skips a second
         # validation pass of our own output (the schema stays in the OpenAPI; tests check it)
@@ -485,7 +522,7 @@ def _add_recommend_route(app: FastAPI, svc: _Service) -> None:
                                  "bundle_version": b.version,
                                  "timings_ms": {k: round(v, 4) for k, v in res.timings_ms.items()},
                                  "counts": res.counts, "skipped_stages": res.skipped,
-                                 "returned": len(items), "note": note,
+                                 "returned": len(items), "note": note, "degraded": degraded,
                                  "request_id": rid, "variant": variant, "experiment": exp_name})
 
 

@@ -8,6 +8,12 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _STAGES = ("retrieval", "coarse", "fine", "rerank", "total")
+# /recommend outcomes under the deadline: (outcome, reason) label pairs exported from the start
+OUTCOMES = (("full", ""), ("degraded", "skip_fine"), ("degraded", "skip_ranking"), ("degraded", "popular"),
+            ("shed", "deadline"))
+# the scope key holding when a request arrived (`time.perf_counter()`): set by the server's
+# protocol when it reads the request, else by `MetricsMiddleware` when the app first sees it
+ARRIVAL = "recstack.arrival"
 _BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -24,6 +30,13 @@ class ServiceMetrics:
                                ["stage"], buckets=_BUCKETS, registry=r)
         self.cold_start = Counter("recstack_cold_start_total", "requests served by the cold-start path", registry=r)
         self.warnings = Counter("recstack_request_warnings_total", "warnings returned (e.g. unknown ids)", registry=r)
+        self.outcomes = Counter("recstack_recommend_outcomes_total",
+                                "/recommend answers under the deadline: full, degraded (by reason) or shed (503)",
+                                ["outcome", "reason"], registry=r)
+        self.outcome = {o: self.outcomes.labels(*o) for o in OUTCOMES}  # resolved once
+        self.queue_wait = Histogram("recstack_queue_wait_seconds",
+                                    "time a /recommend request waited before its handler started",
+                                    buckets=_BUCKETS, registry=r)
         self.swaps = Counter("recstack_bundle_swaps_total", "bundle hot swaps", ["result"], registry=r)
         # export the series at 0 before the first request; children resolved once (no label
         # lookup per request)
@@ -93,6 +106,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
+        scope.setdefault(ARRIVAL, t0)  # the deadline clock starts here unless the server stamped earlier
         status = {"code": 500}
 
         async def send_wrapper(message) -> None:

@@ -76,6 +76,10 @@ class RecommendResponse(BaseModel):
     returned: int = Field(description="number of items returned (fewer than k only with a `note`)")
     note: str | None = Field(None, description="why fewer than the requested k items came back "
                                                "(None when k did)")
+    degraded: str | None = Field(None, description="why the answer is not the full pipeline's (None when it is): "
+                                 "queueing left too little of the request's deadline, so the costliest "
+                                 "stages were skipped, e.g. `skipped fine ranking, answered from coarse "
+                                 "scores: 12 ms left of 200`")
     request_id: str = Field(description="echoes X-Request-ID, or a generated id; quote it in /feedback")
     variant: str = Field(description="A/B variant that served the request (`default` without an experiment)")
     experiment: str | None = Field(None, description="experiment name (None without an experiment)")
