@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from recstack.data import from_raw
 from recstack.data.dataset import FeatureTable
@@ -30,3 +31,27 @@ def make_rating_log(n: int = 600, n_users: int = 30, n_items: int = 40, seed: in
 def rating_log():
     """600 ratings by 30 users of 40 items, with user and item features."""
     return make_rating_log()
+
+
+def write_group_walk_log(path) -> None:
+    """A CSV log (user, item, rating, timestamp) of 60 users each walking through one of three
+    groups of 15 items (ids 100-144), 12 steps in time order: a planted sequential structure
+    the serving tests' small bundles learn."""
+    import polars as pl
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(60):
+        g, start = u % 3, rng.integers(15)
+        rows += [(f"u{u}", 100 + g * 15 + (start + t) % 15, 4.0, 1000 * u + t) for t in range(12)]
+    pl.DataFrame(rows, schema=["user", "item", "rating", "timestamp"], orient="row").write_csv(path)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: intra-op threads only add overhead (and noise); restored afterwards.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -167,12 +167,7 @@ def two_ranks(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- tests ----------------------------------------------------------------------------------

@@ -36,12 +36,7 @@ from recstack.pipeline.rerank import Reranker
 GROUPS, PER_GROUP, LENGTH = 3, 20, 15
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def planted(n_users: int = 90, seed: int = 0):

@@ -10,10 +10,10 @@ import json
 import shutil
 
 import numpy as np
-import polars as pl
 import pytest
 import schemathesis
 import torch
+from conftest import write_group_walk_log
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from typer.testing import CliRunner
@@ -33,12 +33,7 @@ def bundles(tmp_path_factory):
     """v1: 60 users x 45 items (three groups of 15) exported by the CLI; meta: the same assets
     with titles, three categories, small stage pools (default_k 5) and a category cap of 4."""
     root = tmp_path_factory.mktemp("robust")
-    rng = np.random.default_rng(0)
-    rows = []
-    for u in range(60):
-        g, start = u % 3, rng.integers(15)
-        rows += [(f"u{u}", 100 + g * 15 + (start + t) % 15, 4.0, 1000 * u + t) for t in range(12)]
-    pl.DataFrame(rows, schema=["user", "item", "rating", "timestamp"], orient="row").write_csv(root / "log.csv")
+    write_group_walk_log(root / "log.csv")
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     res = CliRunner().invoke(cli_app, ["export", str(root / "v1"), "--data", f"csv:{root / 'log.csv'}",

@@ -10,11 +10,11 @@ import threading
 import time
 
 import numpy as np
-import polars as pl
 import pytest
 import schemathesis
 import torch
 import uvicorn
+from conftest import write_group_walk_log
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from typer.testing import CliRunner
@@ -30,23 +30,7 @@ RECIPE = ["--set", "two_tower.epochs=2", "--set", "two_tower.dim=8", "--set", "t
           "--set", "index.hnsw_m=8", "--set", "index.ef_construction=32"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def write_log(path) -> None:
-    """60 users walking through one of three groups of 15 items, in time order."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for u in range(60):
-        g, start = u % 3, rng.integers(15)
-        for t in range(12):
-            rows.append((f"u{u}", 100 + g * 15 + (start + t) % 15, 4.0, 1000 * u + t))
-    pl.DataFrame(rows, schema=["user", "item", "rating", "timestamp"], orient="row").write_csv(path)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def versioned_copy(src, dst, version: str):
@@ -61,7 +45,7 @@ def versioned_copy(src, dst, version: str):
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
-    write_log(root / "log.csv")
+    write_group_walk_log(root / "log.csv")
     torch.set_num_threads(1)
     res = CliRunner().invoke(cli_app, ["export", str(root / "v1"), "--data", f"csv:{root / 'log.csv'}",
                                        "--version", "v1", *RECIPE])

@@ -11,11 +11,10 @@ import socket
 import threading
 import time
 
-import numpy as np
-import polars as pl
 import pytest
 import torch
 import uvicorn
+from conftest import write_group_walk_log
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -38,12 +37,7 @@ BODIES = [{"user_id": "u1", "k": 5, "explain": True}, {"user_id": "u7"}, {"user_
           {"history": [115, "116", 99999]}, {}, {"user_id": "u2", "filters": {"exclude_items": [101, 102]}}]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +45,7 @@ def bundles(tmp_path_factory):
     """v1: 60 users walking through three groups of 15 items, exported by the CLI; big: the same
     assets with the planned stage costs `BIG`."""
     root = tmp_path_factory.mktemp("deadline")
-    rng = np.random.default_rng(0)
-    rows = []
-    for u in range(60):
-        g, start = u % 3, rng.integers(15)
-        rows += [(f"u{u}", 100 + g * 15 + (start + t) % 15, 4.0, 1000 * u + t) for t in range(12)]
-    pl.DataFrame(rows, schema=["user", "item", "rating", "timestamp"], orient="row").write_csv(root / "log.csv")
+    write_group_walk_log(root / "log.csv")
     torch.set_num_threads(1)
     res = CliRunner().invoke(cli_app, ["export", str(root / "v1"), "--data", f"csv:{root / 'log.csv'}",
                                        "--version", "v1", *RECIPE])

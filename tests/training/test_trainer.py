@@ -28,13 +28,7 @@ def planted(n_users=80, n_items=40, per_user=8, seed=0):
     return from_raw(np.array(users), np.array(items), timestamp=np.arange(len(users)))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny matrix products are slower with several threads on a shared 2-core machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_mf(**kw):

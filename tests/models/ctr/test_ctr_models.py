@@ -29,12 +29,7 @@ ALL = ["lr", "fm", "wide_deep", "deepfm", "dcn", "dcnv2", "xdeepfm", "autoint", 
        "din", "youtube_rank"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---- layers, by hand ------------------------------------------------------------------------------

@@ -30,12 +30,7 @@ SMALL = dict(device="cpu", dim=32, dropout=0.1, max_len=12, lr=5e-3, batch_size=
 ALL = (GRU4Rec, Caser, SASRec, BERT4Rec, BSARec)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def chains(n_users: int = 120, seed: int = 0, raw_prefix: str | None = None):
