@@ -76,6 +76,7 @@ COMMON_RANGES: dict[str, Range] = {
     # architecture sizes
     "feature_dim": Range(ge=1), "history_dim": Range(ge=1), "max_history": Range(ge=1),
     "examples_per_user": Range(ge=1), "n_blocks": Range(ge=0), "c": Range(ge=1), "window": Range(ge=1),
+    "ffn_mult": Range(ge=1),
     "n_h": Range(ge=0), "n_v": Range(ge=0), "layers": Range(ge=1), "heads": Range(ge=1), "att_dim": Range(ge=1),
     "cross_layers": Range(ge=1), "experts": Range(ge=1),
     # wide part of Wide & Deep (FTRL)

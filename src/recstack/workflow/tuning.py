@@ -180,15 +180,17 @@ def tune(cfg: ExperimentConfig, grid: Grid, metric: str = "ndcg@20",
     else:
         import multiprocessing as mp
         import os
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         threads = max(1, (os.cpu_count() or 1) // jobs)
         with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_score_point, cfg, point, i, ks, holdout_frac, threads)
-                       for i, point in enumerate(points)]
-            for fut in futures:  # in grid order, whatever order they finish in
-                candidates.append(fut.result())
-                emit({"stage": "validation", **candidates[-1].to_dict()})
+            futures = {pool.submit(_score_point, cfg, point, i, ks, holdout_frac, threads): i
+                       for i, point in enumerate(points)}
+            done: dict[int, Candidate] = {}
+            for fut in as_completed(futures):  # logged as each finishes: a cut-off run keeps them
+                done[futures[fut]] = fut.result()
+                emit({"stage": "validation", **done[futures[fut]].to_dict()})
+            candidates = [done[i] for i in range(len(points))]  # grid order: ties resolve alike
     selection = select_best(candidates, metric, validation=where)
     out: dict[str, Any] = {"model": cfg.model, "data": cfg.data, "protocol": proto.to_dict(),
                            "device": str(resolve_device(cfg.device)), "shared_params": dict(cfg.params),

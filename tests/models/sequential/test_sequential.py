@@ -143,7 +143,7 @@ def test_bert4rec_masks_real_items_only_and_predicts_them():
                                           ("sampled", "popularity"), ("bce", "uniform")])
 def test_sasrec_learns_with_every_loss(chain_split, loss, sampler):
     _, sp = chain_split
-    model = SASRec(epochs=8, loss=loss, sampler=sampler, n_negatives=8, **SMALL)
+    model = SASRec(epochs=8, n_blocks=2, loss=loss, sampler=sampler, n_negatives=8, **SMALL)
     model.fit(sp.train, valid=sp.valid)
     first = model.train_result_.history[0]["valid_ndcg@10"]
     assert model.train_result_.best_metrics["ndcg@10"] > max(0.7, first)
@@ -213,8 +213,11 @@ def test_item_attributes_are_added_to_item_embeddings():
         attr[1] += 3.0
     after = model.recommend_sequence_indices([walk(0, 5)], k=N_ITEMS)[1]
     assert not np.allclose(before, after)
-    plain = SASRec(epochs=0, **SMALL).fit(data)
+    plain = SASRec(epochs=0, use_attributes=False, **SMALL).fit(data)
     assert plain.module_.item_emb.attributes is None
+    # "auto" (SASRec's default): the attributes when the data has them, no error when it has none
+    assert SASRec(epochs=0, **SMALL).fit(data).module_.item_emb.attributes is not None
+    assert SASRec(epochs=0, **SMALL).fit(chains(60)).module_.item_emb.attributes is None
 
 
 # ---- persistence, raw ids, CLI ----------------------------------------------------------------

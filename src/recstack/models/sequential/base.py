@@ -47,6 +47,7 @@ from recstack.evaluation.ranking import topk
 from recstack.models.neural import NeuralRecommender
 from recstack.models.sequential.layers import attribute_matrix
 from recstack.training.samplers import InBatchSampler, PopularitySampler, UniformSampler
+from recstack.training.trainer import TrainStep
 
 # sequences scored per forward pass at inference (bounds activation memory)
 _SCORE_CHUNK = 4096
@@ -111,7 +112,8 @@ class SequentialRecommender(NeuralRecommender):
             candidates) for the sampled softmax.
         logq: subtract log Q(item) from sampled-softmax logits (Yi et al. 2019).
         use_attributes: add the mean embedding of each item's attributes to its input embedding
-            (needs ``item_features.multihot["attributes"]``).
+            (True needs ``item_features.multihot["attributes"]``; "auto" uses them when the data
+            has them, e.g. an s3rec file's ``<stem>_item2attributes.json``).
         all_windows: train on every `max_len` window of long sequences, not only the latest one.
         init_std: std of the normal initialisation of embeddings.
     """
@@ -123,7 +125,7 @@ class SequentialRecommender(NeuralRecommender):
 
     def __init__(self, max_len: int = 50, dim: int = 64, dropout: float = 0.2, loss: Literal["ce", "sampled", "bce"] = "ce",
                  n_negatives: int = 256, sampler: Literal["uniform", "popularity", "in_batch"] = "uniform", logq: bool = True,
-                 use_attributes: bool = False, all_windows: bool = True, init_std: float = 0.02,
+                 use_attributes: Literal[False, True, "auto"] = False, all_windows: bool = True, init_std: float = 0.02,
                  device: str = "auto", **train: Any) -> None:
         super().__init__(device, **train)
         self.max_len, self.dim, self.dropout = max_len, dim, dropout
@@ -149,9 +151,11 @@ class SequentialRecommender(NeuralRecommender):
         meta: dict[str, Any] = {"n_users": data.n_users, "n_items": data.n_items,
                                 "n_attributes": 0, "attr_width": 0}
         self._attr_bags = None
-        if self.use_attributes:
-            ft = data.item_features
-            if ft is None or "attributes" not in ft.multihot:
+        ft = data.item_features
+        has = ft is not None and "attributes" in ft.multihot
+        self.uses_attributes_ = has if self.use_attributes == "auto" else bool(self.use_attributes)
+        if self.uses_attributes_:
+            if not has:
                 raise ValueError(f"{self.name}: use_attributes=True needs item attributes "
                                  "(item_features.multihot['attributes'], e.g. <stem>_item2attributes.json "
                                  "beside an s3rec file); this data has none")
@@ -200,6 +204,31 @@ class SequentialRecommender(NeuralRecommender):
         seq = batch["seq"]
         inputs, targets = seq[:, :-1], seq[:, 1:]
         return inputs, targets.masked_fill(inputs == 0, 0)
+
+    def _all_positions_loss(self, inputs: Tensor, targets: Tensor, user: Tensor,
+                            cap: int | None = None) -> Tensor:
+        """The full cross-entropy (``loss="ce"``) of `_loss` without its data-dependent shapes
+        (no host sync), which the CUDA-graphed step needs: the scores are computed for `cap`
+        positions, those with a target first (a stable sort of the target mask), the rest
+        padding that the mean leaves out; ``cap=None`` scores every position. Equal to `_loss`
+        whenever the batch has at most `cap` targets."""
+        hidden = self.module_(inputs, user).flatten(0, 1)
+        target = targets.flatten()
+        if cap is not None and cap < len(target):
+            order = torch.sort((target > 0).to(torch.int8), descending=True, stable=True).indices[:cap]
+            hidden, target = hidden[order], target[order]
+        weights, bias = self.module_.output_items()
+        logits = hidden @ weights.T
+        if bias is not None:
+            logits = logits + bias
+        return losses.full_softmax_loss(logits, target - 1, ignore_index=-1)
+
+    def _train_step(self) -> TrainStep | None:
+        from recstack.models.sequential.graph_step import GraphedSequenceStep, plan
+
+        width = self.max_len
+        self.graph_plan_ = plan(self, self.n_items_, width, self.device_)
+        return GraphedSequenceStep(self, self.train_config) if self.graph_plan_.used else None
 
     def _loss(self, batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
         inputs, targets = self._inputs_targets(batch, generator)

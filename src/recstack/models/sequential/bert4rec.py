@@ -15,7 +15,7 @@ recommend, [mask] is appended after the history and its prediction ranked.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -78,9 +78,10 @@ class BERT4Rec(SequentialRecommender):
     """BERT4Rec (see `SequentialRecommender` for the shared arguments).
 
     Defaults, the same for every data set: ``max_len=50, dim=64, n_blocks=2, n_heads=2,
-    dropout=0.2, mask_prob=0.2, last_item_prob=0.1``, full cross-entropy over the masked
-    positions, Adam lr 1e-3, batch 128, up to 200 epochs with early stopping on validation
-    NDCG@10 (patience 10).
+    dropout=0.5, mask_prob=0.4, last_item_prob=0.1`` (dropout and masking chosen on Beauty and
+    LastFM validation, benchmarks/grids/bert4rec.yaml), full cross-entropy over the masked
+    positions (the whole catalogue, as the replicability study requires), Adam lr 1e-3, batch
+    128, up to 400 epochs with early stopping on validation NDCG@10 (patience 20).
 
     Args:
         n_blocks: Transformer layers.
@@ -91,9 +92,13 @@ class BERT4Rec(SequentialRecommender):
 
     name = "bert4rec"
     causal = False
+    # trained long: the replicability study (Petrov & Macdonald, RecSys 2022) finds BERT4Rec's
+    # published figures need far more training than its original settings gave; the Cloze
+    # task's validation score also rises slowly and noisily, so early stopping waits longer
+    _defaults: ClassVar[dict[str, Any]] = {**SequentialRecommender._defaults, "epochs": 400, "patience": 20}
 
     def __init__(self, max_len: int = 50, dim: int = 64, n_blocks: int = 2, n_heads: int = 2,
-                 dropout: float = 0.2, mask_prob: float = 0.2, last_item_prob: float = 0.1,
+                 dropout: float = 0.5, mask_prob: float = 0.4, last_item_prob: float = 0.1,
                  loss: Literal["ce", "sampled", "bce"] = "ce", n_negatives: int = 256, sampler: Literal["uniform", "popularity", "in_batch"] = "uniform",
                  logq: bool = True, use_attributes: bool = False, all_windows: bool = True,
                  init_std: float = 0.02, device: str = "auto", **train: Any) -> None:
