@@ -1,7 +1,10 @@
 """Screenshot an HTML report with headless Chromium and check that every image in it loaded.
 
-    python benchmarks/screenshot_report.py recstack-out/quickstart/report.html \\
-        --out docs/figures/quickstart_report.png
+    python benchmarks/screenshot_report.py recstack-out/quickstart/report.html [--out PNG]
+
+The screenshot goes to a new temporary directory unless --out names a path; a path git tracks
+(e.g. docs/figures/*.png) is refused: a run never overwrites a committed figure (copy it there
+yourself once you have looked at it).
 
 1. A copy of the page with a small script appended is loaded by `chromium --headless --dump-dom`:
    after the load event the script records, for every <img>, whether the browser decoded it
@@ -103,14 +106,35 @@ def decode_images(page: Path) -> dict:
     return {"images": len(srcs), "valid": len(srcs) - len(invalid), "invalid": invalid}
 
 
+def is_tracked(path: Path) -> bool:
+    """Whether git tracks `path` (False outside a work tree or without git)."""
+    path = path.resolve()
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        res = subprocess.run(["git", "ls-files", "--error-unmatch", str(path)], cwd=parent,
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return res.returncode == 0
+
+
+def default_out(report: Path) -> Path:
+    return Path(tempfile.mkdtemp(prefix="recstack-screenshot-")) / f"{report.stem}.png"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("report", type=Path)
-    ap.add_argument("--out", type=Path, default=Path("docs/figures/quickstart_report.png"))
+    ap.add_argument("--out", type=Path, default=None,
+                    help="screenshot PNG (default: a new temporary directory); never a file git tracks")
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--max-height", type=int, default=16000)
     ap.add_argument("--no-browser", action="store_true", help="only decode the images (no Chromium)")
     args = ap.parse_args()
+    if args.out is not None and is_tracked(args.out):
+        ap.error(f"--out {args.out}: git tracks that file; write the screenshot elsewhere")
     result: dict = {"report": str(args.report), "decoded": decode_images(args.report)}
     ok = result["decoded"]["images"] > 0 and not result["decoded"]["invalid"]
     binary = None if args.no_browser else find_chromium()
@@ -119,7 +143,7 @@ def main() -> None:
     else:
         check = browser_check(binary, args.report, args.width)
         height = min(args.max_height, int(check["height"]) + 40)
-        shot = screenshot(binary, args.report, args.out, args.width, height)
+        shot = screenshot(binary, args.report, args.out or default_out(args.report), args.width, height)
         with Image.open(shot) as im:
             size = list(im.size)
         result.update(browser=binary, browser_check=check, screenshot=str(shot), screenshot_size=size)

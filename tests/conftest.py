@@ -55,3 +55,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say which recstack the suite tested and from where (CI tests the installed wheel, not
+    src/)."""
+    from pathlib import Path
+
+    import recstack
+
+    terminalreporter.write_line(f"tested recstack {recstack.__version__} from {Path(recstack.__file__).parent}")

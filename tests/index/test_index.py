@@ -192,5 +192,5 @@ def test_exact_index_needs_no_faiss_and_faiss_kinds_say_what_is_missing(monkeypa
     idx = build_index(v, kind="exact")
     idx.save(tmp_path / "exact")
     assert load_index(tmp_path / "exact").ntotal == 50
-    with pytest.raises(ImportError, match="needs Faiss.*kind='exact'"):
+    with pytest.raises(ImportError, match="Faiss; kind='exact'.*needs the 'index' extra"):
         build_index(v, kind="hnsw")

@@ -108,3 +108,57 @@ def test_unfitted_and_bad_params_raise():
         EASE().recommend(0)
     with pytest.raises(ValueError, match="unknown hyper-parameter"):
         EASE().set_params(lamda=3)
+
+
+# ---- fit takes scipy sparse, pandas / polars / Arrow frames as well as Interactions -----------
+def test_fit_on_a_sparse_matrix_recommends_column_indices_for_row_indices():
+    import scipy.sparse as sp
+
+    data, x = random_data(seed=4)
+    csr = sp.csr_matrix(x)
+    direct = EASE(l2=2.0, device="cpu").fit(csr)
+    ref = EASE(l2=2.0, device="cpu").fit(data)  # from_raw of the same nonzeros: ids are 0..n-1
+    users = np.arange(data.n_users)
+    items, scores = direct.recommend(users, k=5)
+    ref_items, ref_scores = ref.recommend(users, k=5)
+    np.testing.assert_array_equal(items, ref_items)
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-5)
+    assert not x[users[:, None], items].any()  # the matrix's nonzeros are the seen items
+
+
+@pytest.mark.parametrize("kind", ["pandas", "polars", "arrow"])
+def test_fit_on_a_frame_keeps_raw_ids(kind):
+    pd = pytest.importorskip("pandas")
+    import polars as pl
+    import pyarrow as pa
+
+    data, _ = random_data(seed=5)
+    users = np.array([f"user-{u}" for u in data.user], dtype=object)
+    items = data.item * 10 + 1000
+    cols = {"user_id": users, "item_id": items}
+    src = {"pandas": pd.DataFrame, "polars": pl.DataFrame, "arrow": pa.table}[kind](cols)
+    model = ItemKNN(device="cpu").fit(src)
+    ref = ItemKNN(device="cpu").fit(from_raw(users, items))
+    got, _ = model.recommend(["user-3", "user-0"], k=4)
+    want, _ = ref.recommend(["user-3", "user-0"], k=4)
+    np.testing.assert_array_equal(got, want)
+    assert set(got.ravel().tolist()) <= set(items.tolist())
+
+
+def test_neural_fit_takes_a_matrix_and_a_frame_as_validation_data():
+    import polars as pl
+    import scipy.sparse as sp
+
+    from recstack.models import MF
+
+    data, x = random_data(seed=6)
+    rng = np.random.default_rng(0)
+    held = (rng.random(x.shape) < 0.05) & (x == 0)
+    kw = dict(dim=8, epochs=2, batch_size=64, n_negatives=8, device="cpu", monitor="recall@5")
+    m1 = MF(**kw).fit(sp.csr_matrix(x), valid=sp.csr_matrix(held.astype(np.float32)))
+    assert len(m1.train_result_.history) == 2 and "valid_recall@5" in m1.train_result_.history[0]
+    u, i = np.nonzero(held)
+    m2 = MF(**kw).fit(sp.csr_matrix(x), valid=pl.DataFrame({"user_id": u, "item_id": i}))
+    same = ("recall@5", "ndcg@5")  # same seed, same validation pairs: the same figures
+    assert [m2.train_result_.best_metrics[k] for k in same] == pytest.approx(
+        [m1.train_result_.best_metrics[k] for k in same])

@@ -46,9 +46,14 @@ def test_one_config_per_model_and_packaged_copies_match():
     names = {p.stem for p in MODEL_FILES}
     assert names == set(model_names())
     assert configs.names() == sorted(names)
-    # configs/ at the repository root links to the files the package ships (one copy)
-    assert (REPO_CONFIGS / "models").resolve() == (configs.CONFIG_DIR / "models").resolve()
-    assert (REPO_CONFIGS / "pipeline.yaml").resolve() == (configs.CONFIG_DIR / "pipeline.yaml").resolve()
+    # configs/ at the repository root links to the files the package ships (one copy) ...
+    shipped = ROOT / "src" / "recstack" / "configs"
+    assert (REPO_CONFIGS / "models").resolve() == (shipped / "models").resolve()
+    assert (REPO_CONFIGS / "pipeline.yaml").resolve() == (shipped / "pipeline.yaml").resolve()
+    # ... and the package in use (editable, or installed from the wheel) has the same files
+    assert sorted(p.name for p in (configs.CONFIG_DIR / "models").glob("*.yaml")) == [p.name for p in MODEL_FILES]
+    for rel in ["pipeline.yaml", *(f"models/{p.name}" for p in MODEL_FILES)]:
+        assert (configs.CONFIG_DIR / rel).read_bytes() == (REPO_CONFIGS / rel).read_bytes(), rel
     assert configs.path("sasrec") == configs.CONFIG_DIR / "models" / "sasrec.yaml"
 
 

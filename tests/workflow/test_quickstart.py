@@ -5,6 +5,7 @@ checked against the run's results.json."""
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import re
@@ -97,9 +98,11 @@ def test_figures_match_results(run):
     lc = figures["learning_curves"]["data"]
     for name, c in summary["learning_curves"].items():
         assert lc[name] == {k: c[k] for k in ("epoch", "loss", "metric", "valid")}
-    assert figures["popularity_bias"]["data"] == summary["popularity_profile"]
-    for prof in summary["popularity_profile"].values():
-        assert len(prof) == 10 and abs(sum(prof) - 1.0) < 1e-9
+    pp = summary["popularity_profile"]
+    assert figures["popularity_bias"]["data"] == pp
+    assert set(pp["models"]) == {"pop", "itemknn", "ease", "two_tower", "sasrec", "pipeline"}
+    for prof in [pp["catalogue"], *pp["models"].values()]:  # log-spaced popularity bins
+        assert len(prof) == len(pp["bin_edges"]) - 1 == 10 and abs(sum(prof) - 1.0) < 1e-9
     em = figures["embedding_map"]["data"]
     assert len(em["items"]) == len(em["x"]) == len(em["y"]) == summary["embedding_map"]["n_items"]
     counts = summary["embedding_map"]["label_counts"]
@@ -115,6 +118,28 @@ def test_figures_match_results(run):
     # the metrics table shows results.json's numbers (4 decimals)
     assert f"{models['ease']['metrics']['ndcg@10']:.4f}" in page
     assert f"{summary['ctr']['models']['deepfm']['auc']:.4f}" in page
+    # the embedded data's terms close the page (NOTICE); other data gets no such line
+    from recstack.workflow.report import EMBEDDED_DATA_TERMS, data_terms
+
+    assert page.count("<footer") == 1 and html.escape(EMBEDDED_DATA_TERMS) in page
+    assert "research use only" in EMBEDDED_DATA_TERMS and data_terms("csv:log.csv") is None
+
+
+def test_the_page_shows_examples_by_title_and_models_in_their_colours(run):
+    from recstack.workflow.report import model_colour
+
+    out, _, _, summary, _ = run
+    page = (out / "report.html").read_text()
+    for e in summary["examples"]:
+        for title in [*e["recent"], *e["held_out"], *e["recommended"]]:
+            assert html.escape(title) in page
+        assert set(e["by_model"]) == {"pop", "itemknn", "ease", "sasrec", "two_tower"}
+        for rec in e["by_model"].values():
+            assert len(rec["titles"]) == 5 and all(html.escape(t) in page for t in rec["titles"])
+    # the metrics table marks each model (and each pipeline row) with its colour in the figures
+    for name in summary["models"]:
+        row = name if name != "pipeline" else "pipeline: full pipeline (+ re-ranking)"
+        assert f"background:{model_colour(name)}'></span>{html.escape(row)}<" in page
 
 
 def test_every_image_in_the_report_decodes(run):

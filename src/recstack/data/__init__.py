@@ -2,5 +2,6 @@
 
 from recstack.data.dataset import TEST, TRAIN, VALID, FeatureTable, Interactions, Vocab, from_raw
 from recstack.data.errors import DataError
+from recstack.data.interop import as_interactions
 
-__all__ = ["Interactions", "Vocab", "FeatureTable", "from_raw", "DataError", "TRAIN", "VALID", "TEST"]
+__all__ = ["Interactions", "Vocab", "FeatureTable", "from_raw", "DataError", "as_interactions", "TRAIN", "VALID", "TEST"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -214,6 +215,41 @@ class Interactions:
             a = getattr(self, col)
             if a is not None and len(a) != n:
                 raise DataError(f"{self.name}: column '{col}' has {len(a)} rows, 'user' has {n}")
+
+    # ---- constructors from the PyData ecosystem (implemented in recstack.data.interop) ----------
+    @classmethod
+    def from_pandas(cls, df: Any, user: str = "user_id", item: str = "item_id",
+                    timestamp: str | None = None, rating: str | None = None, **kw: Any) -> Interactions:
+        """From a pandas DataFrame, one row per interaction (raw ids kept exactly); pandas is
+        imported by nobody but the caller. See :func:`recstack.data.interop.from_polars`."""
+        from recstack.data.interop import from_pandas
+
+        return from_pandas(df, user, item, timestamp, rating, **kw)
+
+    @classmethod
+    def from_polars(cls, df: Any, user: str = "user_id", item: str = "item_id",
+                    timestamp: str | None = None, rating: str | None = None, **kw: Any) -> Interactions:
+        """From a polars DataFrame or LazyFrame; see :func:`recstack.data.interop.from_polars`."""
+        from recstack.data.interop import from_polars
+
+        return from_polars(df, user, item, timestamp, rating, **kw)
+
+    @classmethod
+    def from_arrow(cls, table: Any, user: str = "user_id", item: str = "item_id",
+                   timestamp: str | None = None, rating: str | None = None, **kw: Any) -> Interactions:
+        """From a pyarrow Table or RecordBatch; see :func:`recstack.data.interop.from_polars`."""
+        from recstack.data.interop import from_arrow
+
+        return from_arrow(table, user, item, timestamp, rating, **kw)
+
+    @classmethod
+    def from_csr(cls, matrix: Any, user_ids: Any = None, item_ids: Any = None, **kw: Any) -> Interactions:
+        """From a scipy sparse users x items matrix: nonzeros are interactions, values ratings
+        unless all 1; row i is ``user_ids[i]`` (default i). See
+        :func:`recstack.data.interop.from_csr`."""
+        from recstack.data.interop import from_csr
+
+        return from_csr(matrix, user_ids, item_ids, **kw)
 
     # ---- sizes -------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -264,7 +264,9 @@ def prepare_streaming(
         out_dir: output directory: `train/valid/test.parquet` (`user_id`, `item_id`,
             `timestamp`, plus `user`/`item` vocabulary indices), `user_vocab.parquet`,
             `item_vocab.parquet`, `split.json` (readable by `load_split`).
-        user_col, item_col, time_col: column names; `time_col=None` splits by row order.
+        user_col: column name of the user ids.
+        item_col: column name of the item ids.
+        time_col: column name of the timestamps; `time_col=None` splits by row order.
         kcore: minimum interactions per user (and per item unless `item_kcore`); 0 = no filter.
         valid: hold out a valid item per user (users with >= 3 interactions).
         max_rounds: k-core rounds before giving up (with a warning), as in `kcore`.

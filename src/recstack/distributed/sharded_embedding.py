@@ -97,7 +97,8 @@ class RowShardedEmbedding(nn.Module):
         group: process group; default: a new group over all ranks of the default group
             (every rank must construct the tables in the same order). Without an
             initialised process group the table is a plain single-process table.
-        device, dtype: of the local shard.
+        device: device of the local shard.
+        dtype: dtype of the local shard.
     """
 
     def __init__(self, num_embeddings: int, dim: int, init_std: float = 0.1, sparse: bool = True,

@@ -26,7 +26,8 @@ class ShardedMF(nn.Module):
     """User and item `RowShardedEmbedding` tables and a BPR loss over a batch.
 
     Args:
-        n_users, n_items: global table sizes.
+        n_users: global size of the user table.
+        n_items: global size of the item table.
         dim: embedding size.
         n_negatives: negatives per positive drawn when the batch has no "neg" column.
         init_std: std of the normal initialisation.

@@ -4,21 +4,15 @@ ranking, and how ties are broken.
 Every figure recstack prints names its protocol (`Protocol.to_dict()` in the JSON line of
 `recstack train`, the quickstart report, the benchmark scripts). The names:
 
-========================  =================================================================
-``s3rec``                 leave-one-out in sequence order (last item test, second-to-last
-                          validation); full ranking; the items already in the user's
-                          sequence are excluded, as S3-Rec's evaluation code does (and
-                          FMLP-Rec, ICSRec, BSARec, which build on it; RecBole masks the same)
-``lightgcn``              the given train/test split (LightGCN, NGCF); full ranking; the
-                          user's training items excluded
-``loo``                   leave-one-out by timestamp; full ranking; the user's known
-                          (train + validation) items excluded
-``temporal``              a global time cut; full ranking; known items excluded
-``ratio``                 per-user random 80/10/10; full ranking; known items excluded
-``<name>-keep-history``   the same split with nothing excluded: items the user has already
-                          interacted with stay rankable (repeat-consumption data). A different
-                          protocol: its figures are not comparable with ``<name>``'s.
-========================  =================================================================
+| name | split, ranking, exclusion |
+|---|---|
+| ``s3rec`` | leave-one-out in sequence order (last item test, second-to-last validation); full ranking; the items already in the user's sequence are excluded, as S3-Rec's evaluation code does (and FMLP-Rec, ICSRec, BSARec, which build on it; RecBole masks the same) |
+| ``lightgcn`` | the given train/test split (LightGCN, NGCF); full ranking; the user's training items excluded |
+| ``loo`` | leave-one-out by timestamp; full ranking; the user's known (train + validation) items excluded |
+| ``temporal`` | a global time cut; full ranking; known items excluded |
+| ``ratio`` | per-user random 80/10/10; full ranking; known items excluded |
+| ``given-files`` | the train / (valid) / test split the data files give (RecBole's pre-split ``NAME.train/.valid/.test.inter``), used as is, never split again; full ranking; known (train + validation) items excluded |
+| ``<name>-keep-history`` | the same split with nothing excluded: items the user has already interacted with stay rankable (repeat-consumption data). A different protocol: its figures are not comparable with ``<name>``'s. |
 
 Ties (all protocols, unless ``ties="index"`` is asked for): equal scores are ordered by a
 seeded hash of (user, item) (:func:`recstack.evaluation.ranking.tie_keys`), so a model gets
@@ -45,7 +39,7 @@ class Protocol:
     """One evaluation protocol.
 
     Attributes:
-        name: ``s3rec``, ``lightgcn``, ``loo``, ``temporal`` or ``ratio``, with the suffix
+        name: ``s3rec``, ``lightgcn``, ``loo``, ``temporal``, ``ratio`` or ``given-files``, with the suffix
             ``-keep-history`` when nothing is excluded.
         split: One of :data:`SPLITS`.
         split_text: The split in words.
@@ -141,6 +135,9 @@ PROTOCOLS: dict[str, Protocol] = {
                  "the user's known (train + validation) items"),
         Protocol("ratio", "ratio", "per-user random 80/10/10", True,
                  "the user's known (train + validation) items"),
+        Protocol("given-files", "given", "the train / valid / test split given by the data files, "
+                 "used as is", True, "the user's known (train + validation) items",
+                 source="RecBole's pre-split atomic files (benchmark_filename: NAME.train/.valid/.test.inter)"),
     )
 }
 _BY_SPLIT = {"loo": "loo", "temporal": "temporal", "ratio": "ratio", "given": "lightgcn"}

@@ -61,6 +61,8 @@ class RankingResult:
         ties: The tie rule used: ``"random(seed=S)"`` or ``"index"`` (lower index first).
         topk: ``[n, max K]`` recommended item indices when requested, else ``None``.
             Slots that could not be filled (fewer than K rankable items) hold ``-1``.
+        topk_scores: ``[n, max K]`` float32 scores of ``topk`` (``-inf`` in unfilled slots)
+            when requested, else ``None``.
         seconds: Wall-clock duration of the evaluation.
     """
 
@@ -71,6 +73,7 @@ class RankingResult:
     topk: np.ndarray | None = None
     seconds: float = 0.0
     ks: tuple[int, ...] = field(default_factory=tuple)
+    topk_scores: np.ndarray | None = None
 
     def summary(self) -> dict[str, float]:
         """Mean of every metric over the evaluated users (``nan`` when no user was evaluated)."""
@@ -473,7 +476,8 @@ def evaluate_ranking(
             ``c * n_items * 4 bytes <= budget`` (at least one user per chunk; fractions
             of a MB are allowed, e.g. to force chunking in tests).
         progress: Print a progress line to stderr.
-        return_topk: Keep the ``[n_users, max(ks)]`` recommended item indices.
+        return_topk: Keep the ``[n_users, max(ks)]`` recommended item indices (``topk``)
+            and their scores (``topk_scores``).
         ties: Tie rule, one of :data:`TIE_RULES`.
         tie_seed: Seed of the ``"random"`` tie rule.
 
@@ -526,6 +530,7 @@ def evaluate_ranking(
     chunk = max(1, int(memory_budget_mb * 2**20 // (max(n_items, 1) * 4)))
     parts: dict[str, list[torch.Tensor]] = {}
     topk_parts: list[torch.Tensor] = []
+    topk_score_parts: list[torch.Tensor] = []
     neg_inf = float("-inf")
     # Scorers that can write into a caller buffer (see EmbeddingScorer) get one reused
     # buffer for all chunks.
@@ -583,10 +588,13 @@ def evaluate_ranking(
             if return_topk:
                 # -inf slots hold excluded items only as filler; never report them.
                 idx = idx.masked_fill(vals == neg_inf, -1)
+                vals_out = vals.float()
                 if idx.shape[1] < max_k:
                     pad = idx.new_full((b, max_k - idx.shape[1]), -1)
                     idx = torch.cat([idx, pad], dim=1)
+                    vals_out = torch.cat([vals_out, vals_out.new_full(pad.shape, neg_inf)], dim=1)
                 topk_parts.append(idx)
+                topk_score_parts.append(vals_out)
             if progress:
                 sys.stderr.write(f"\revaluate_ranking: {stop}/{n_eval} users")
                 sys.stderr.flush()
@@ -600,12 +608,17 @@ def evaluate_ranking(
         for k in ks_t
         for m in metrics_t
     }
-    recs = None
+    recs = rec_scores = None
     if return_topk:
         recs = (
             torch.cat(topk_parts).cpu().numpy()
             if topk_parts
             else np.zeros((0, max_k), dtype=np.int64)
+        )
+        rec_scores = (
+            torch.cat(topk_score_parts).cpu().numpy()
+            if topk_score_parts
+            else np.zeros((0, max_k), dtype=np.float32)
         )
     return RankingResult(
         users=eval_users,
@@ -615,4 +628,5 @@ def evaluate_ranking(
         topk=recs,
         seconds=time.perf_counter() - t0,
         ks=ks_t,
+        topk_scores=rec_scores,
     )

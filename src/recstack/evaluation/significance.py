@@ -65,7 +65,9 @@ def paired_test(
     """Two-sided paired test of ``mean(a - b) = 0`` over aligned per-user values.
 
     Args:
-        a, b: Per-user metric values of two systems, aligned (same users, same order).
+        a: Per-user metric values of the first system.
+        b: Per-user metric values of the second system, aligned with `a` (same users, same
+            order).
         method: ``"t"`` (paired t-test), ``"wilcoxon"`` (signed-rank, zero differences
             dropped) or ``"permutation"`` (sign-flip test on the mean difference; exact
             when ``2**n_nonzero <= n_permutations``).

@@ -151,8 +151,11 @@ def run_bench(n_items: int = 100_000, dim: int = 64, n_queries: int = 1000, k: i
     """The whole benchmark on a synthetic catalogue -> a JSON-able dict (rows + setup)."""
     import os
 
-    import faiss
     import torch
+
+    from recstack.optional import require
+
+    faiss = require("faiss", "index", "recstack index bench")
 
     base = base or IndexConfig()
     t0 = time.perf_counter()

@@ -11,13 +11,15 @@ from recstack.index.config import IndexConfig
 from recstack.index.exact import ExactIndex
 
 
-def _faiss_index() -> type[VectorIndex]:
+def _faiss_index(kind: str) -> type[VectorIndex]:
     """`FaissIndex`, imported only for Faiss kinds: the exact index works without Faiss."""
+    from recstack.optional import MissingExtra
+
     try:
         from recstack.index.faiss_index import FaissIndex
-    except ImportError as e:
-        raise ImportError(f"this index kind needs Faiss ({e}); install faiss-cpu, or use the exact "
-                          "index (kind='exact', `--index exact`)") from None
+    except MissingExtra as e:
+        raise MissingExtra(e.module, e.extra, f"index kind {kind!r} (Faiss; kind='exact', "
+                                              "`--index exact`, needs none)") from None
     return FaissIndex
 
 
@@ -32,7 +34,7 @@ def build_index(vectors: np.ndarray, config: IndexConfig | None = None, **option
         raise ValueError("pass either an IndexConfig or keyword options, not both")
     if config.kind == "exact":
         return ExactIndex(vectors, config)
-    return _faiss_index().build(vectors, config)
+    return _faiss_index(config.kind).build(vectors, config)
 
 
 def load_index(path: str | Path) -> VectorIndex:
@@ -40,7 +42,7 @@ def load_index(path: str | Path) -> VectorIndex:
     path = Path(path)
     meta = read_meta(path)
     config = IndexConfig.from_dict(meta["config"])
-    index = (ExactIndex if config.kind == "exact" else _faiss_index()).load_payload(path, config)
+    index = (ExactIndex if config.kind == "exact" else _faiss_index(config.kind)).load_payload(path, config)
     if (index.dim, index.ntotal) != (meta["dim"], meta["ntotal"]):
         raise ValueError(f"{path}: index holds {index.ntotal} x {index.dim} vectors, index.json "
                          f"says {meta['ntotal']} x {meta['dim']}")

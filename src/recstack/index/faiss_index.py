@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from recstack.index.base import VectorIndex, as_matrix
 from recstack.index.config import IndexConfig
+from recstack.optional import needs
+
+with needs("index", "Faiss indexes (recstack.index)"):
+    import faiss
 
 _FILE = "index.faiss"
 

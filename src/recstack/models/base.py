@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 from recstack import __version__
 from recstack.configs.params import ParamSpec, check_values, param_specs
 from recstack.data.dataset import Interactions, Vocab
+from recstack.data.interop import InteractionsLike, as_interactions
 from recstack.evaluation.ranking import resolve_device, topk
 from recstack.files import save_safetensors
 
@@ -152,8 +153,14 @@ class Recommender(Model):
         self.device = device
 
     # ---- training ------------------------------------------------------------------------------
-    def fit(self, data: Interactions) -> Recommender:
-        """Learn from `data`; its interactions become the 'seen' items excluded by `recommend`."""
+    def fit(self, data: InteractionsLike) -> Recommender:
+        """Learn from `data`; its interactions become the 'seen' items excluded by `recommend`.
+
+        `data`: Interactions, or anything :func:`recstack.data.as_interactions` takes (a scipy
+        sparse users x items matrix: `recommend` then takes row and returns column indices; a
+        pandas / polars DataFrame or Arrow table with ``user_id`` / ``item_id`` columns: raw ids).
+        """
+        data = as_interactions(data)
         self._validate_params()
         self._start_fit(data)
         self._fit(data)

@@ -45,8 +45,10 @@ class BSPM(Recommender):
     Args:
         rank: size of the ideal low-pass basis (0 = no low-pass term).
         beta: weight of the low-pass term.
-        blur_time, blur_steps: blurring horizon and its Euler steps (1.0 / 1 = the linear filter).
-        sharpen_time, sharpen_steps: sharpening horizon and its solver steps (0 = no sharpening).
+        blur_time: blurring horizon (with `blur_steps=1`, 1.0 = the linear filter).
+        blur_steps: Euler steps of the blurring.
+        sharpen_time: sharpening horizon (0 = no sharpening).
+        sharpen_steps: solver steps of the sharpening.
         sharpen_solver: "rk4" or "euler" (the paper searches both; one long Euler step
             x - T x P~ is a much stronger high-pass than the RK4 solution of the same ODE).
         combine: "last" (the final state) or "mean" (mean of every state after the start).

@@ -2,20 +2,14 @@
 with ``hasattr``: code that needs a capability checks ``isinstance(model, Capability)`` (the
 protocols are runtime-checkable) and says which one is missing when it is.
 
-=========================  ==========================================================  =========================
-capability                 verbs                                                       models
-=========================  ==========================================================  =========================
-`RecommendsTopK`           ``recommend(users, k)`` raw ids; ``recommend_indices``      every retrieval and
-                                                                                       sequential model
-`ScoresAllItems`           ``score_all(user indices) -> [n, n_items]`` (evaluation)    the same
-`EncodesSequences`         ``set_history(data)``, ``recommend_sequence(sessions, k)``  gru4rec, caser, sasrec,
-                           (raw ids) and ``recommend_sequence_indices``                bert4rec
-`ScoresFeatureRows`        ``predict_proba(frame)``, ``score_candidates(user, items)``  every CTR model
-`ExportsEmbeddings`        ``user_embeddings(users)``, ``item_embeddings()``:           mf, lightgcn, two_tower,
-                           ``score = <user, item>`` (ANN indexes)                       youtube_dnn
-`FoldsInHistory`           ``new_user_embedding(history_items=...)``: a query vector    two_tower, youtube_dnn
-                           for a user the model has not seen, from recent items        (trained with histories)
-=========================  ==========================================================  =========================
+| capability | verbs | models |
+|---|---|---|
+| `RecommendsTopK` | ``recommend(users, k)`` raw ids; ``recommend_indices`` | every retrieval and sequential model |
+| `ScoresAllItems` | ``score_all(user indices) -> [n, n_items]`` (evaluation) | the same |
+| `EncodesSequences` | ``set_history(data)``, ``recommend_sequence(sessions, k)`` (raw ids) and ``recommend_sequence_indices`` | gru4rec, caser, sasrec, bert4rec |
+| `ScoresFeatureRows` | ``predict_proba(frame)``, ``score_candidates(user, items)`` | every CTR model |
+| `ExportsEmbeddings` | ``user_embeddings(users)``, ``item_embeddings()``: ``score = <user, item>`` (ANN indexes) | mf, lightgcn, two_tower, youtube_dnn |
+| `FoldsInHistory` | ``new_user_embedding(history_items=...)``: a query vector for a user the model has not seen, from recent items | two_tower, youtube_dnn (trained with histories) |
 """
 
 from __future__ import annotations

@@ -50,9 +50,10 @@ class _SymmetricSpMM(torch.autograd.Function):
 class LightGCN(MF):
     """LightGCN on top of MF's losses and samplers.
 
+    Every other argument is MF's (dim, loss, n_negatives, sampler, temperature, ...).
+
     Args:
         n_layers: propagation rounds K (paper: 3).
-        Every other argument is MF's (dim, loss, n_negatives, sampler, temperature, ...).
     """
 
     name = "lightgcn"

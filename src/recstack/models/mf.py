@@ -40,7 +40,8 @@ class MF(NeuralRecommender):
         n_negatives: negatives per positive.
         sampler: "uniform" | "popularity" (popularity^0.75, corrected by logQ under softmax).
         temperature: softmax / cosine temperature (scores divided by it).
-        margin, neg_weight: CCL margin and negative weight (SimpleX).
+        margin: CCL margin (SimpleX).
+        neg_weight: CCL negative weight (SimpleX).
         use_bias: add a learned item bias (not used with cosine scores).
         normalize: score by cosine similarity (L2-normalised embeddings) instead of dot product.
         shared_negatives: draw one set of `n_negatives` items per batch, shared by all its

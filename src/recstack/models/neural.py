@@ -24,9 +24,10 @@ from torch import nn
 
 from recstack.configs.params import ParamSpec, specs_from_dataclass
 from recstack.data.dataset import Interactions
+from recstack.data.interop import InteractionsLike, as_interactions
 from recstack.distributed.metrics import evaluate_ranking_sharded
 from recstack.models.base import Recommender, model_hparams
-from recstack.training.trainer import TrainConfig, Trainer, TrainResult
+from recstack.training.trainer import TrainConfig, Trainer, TrainResult, TrainStep
 
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -70,10 +71,16 @@ class NeuralRecommender(Recommender):
         return self
 
     # ---- training ------------------------------------------------------------------------------
-    def fit(self, data: Interactions, valid: Interactions | None = None,
+    def fit(self, data: InteractionsLike, valid: InteractionsLike | None = None,
             valid_exclude: sp.csr_matrix | None = None) -> NeuralRecommender:
         """Train on `data`; with `valid`, early-stop on `train_config.monitor` (full ranking,
-        excluding `valid_exclude`, by default the training items)."""
+        excluding `valid_exclude`, by default the training items).
+
+        `data` and `valid` may be anything :func:`recstack.data.as_interactions` takes (scipy
+        sparse matrix, pandas / polars DataFrame, Arrow table); `valid` is encoded with the
+        vocabularies of `data` (a matrix of the same shape; a frame with known ids)."""
+        data = as_interactions(data)
+        valid = None if valid is None else as_interactions(valid, like=data)
         self._validate_params()
         self._start_fit(data)
         torch.manual_seed(self.train_config.seed)
@@ -93,9 +100,14 @@ class NeuralRecommender(Recommender):
                 return res.summary()
 
         self.train_result_: TrainResult = Trainer(self.train_config, hparams=model_hparams(self)).fit(
-            self.module_, self._loss, examples, validate, self.device_
+            self.module_, self._loss, examples, validate, self.device_, train_step=self._train_step()
         )
         return self
+
+    def _train_step(self) -> TrainStep | None:
+        """The model's own training step for the trainer (e.g. a CUDA-graphed one), or None for
+        the trainer's plain step. Called after `_examples`."""
+        return None
 
     # ---- subclass hooks ------------------------------------------------------------------------
     def _setup(self, data: Interactions) -> dict[str, Any]:

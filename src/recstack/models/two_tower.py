@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from recstack import losses
 from recstack.data.dataset import FeatureTable, Interactions
+from recstack.data.interop import as_interactions
 from recstack.features.entity import FeatureEncoder, build_features
 from recstack.features.history import History, MeanBag
 from recstack.models.layers import MLP
@@ -86,8 +87,10 @@ class TwoTower(NeuralRecommender):
         feature_dim: largest embedding size of a categorical / multi-hot feature field.
         history_dim: embedding size of the history items (query tower input).
         max_history: number of most recent items in the history bag.
-        use_user_id, use_item_id: embed the ids.
-        use_user_features, use_item_features: embed the data's side features (if it has them).
+        use_user_id: embed the user ids.
+        use_item_id: embed the item ids.
+        use_user_features: embed the data's user side features (if it has them).
+        use_item_features: embed the data's item side features (if it has them).
         use_history: add the mean embedding of the user's earlier items to the query tower
             (training examples see only items strictly earlier than their target).
         normalize: L2-normalise both towers' outputs (cosine scores).
@@ -136,6 +139,7 @@ class TwoTower(NeuralRecommender):
             item_vectors: Mapping[str, np.ndarray] | None = None) -> TwoTower:
         """Train on `data` (see `NeuralRecommender.fit`). `user_vectors` / `item_vectors`:
         precomputed dense features ``name -> [n_users or n_items, d]`` (e.g. text embeddings)."""
+        data = as_interactions(data)  # the item texts are read before NeuralRecommender.fit's own
         if self.item_text and not (item_vectors and "text" in item_vectors):
             from recstack.content import item_content_vectors
 

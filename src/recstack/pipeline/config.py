@@ -199,11 +199,13 @@ class PipelineConfig:
         sources: candidate sources (at least one).
         rankers: ranker specs by name, e.g. ``{"tt": {"kind": "recommender", "model": "two_tower"}}``
             (see `recstack.pipeline.rankers.build_ranker`).
-        coarse, fine: the two ranking stages (None skips a stage).
+        coarse: the first ranking stage (None skips it).
+        fine: the second ranking stage (None skips it).
         rerank: the re-ranking stage.
         history_len: recent items of a user that sources and rankers see.
         max_candidates: cap on merged candidates (best by fused retrieval rank).
-        default_k, max_k: result size when the request gives none, and its upper bound.
+        default_k: result size when the request gives none.
+        max_k: upper bound of the result size.
         budget_ms: planned per-stage cost, for requests with a deadline (`BudgetConfig`).
     """
 

@@ -126,7 +126,8 @@ def candidate_ranking_task(data: Interactions, candidates: np.ndarray | None = N
         data: the interactions the models are fitted on (timestamps needed).
         candidates: per user, what retrieval proposes ([n_users, C] item indices, -1 padded;
             `retrieval_candidates`); None = uniform negatives only.
-        n_retrieved, n_uniform: negatives per positive from `candidates` / from the catalogue.
+        n_retrieved: negatives per positive drawn from `candidates`.
+        n_uniform: negatives per positive drawn uniformly from the catalogue.
         history_len: recent items per row (strictly earlier in time).
         max_events_per_user: positives = each user's last this many interactions (all: None).
         item_columns: item attributes used as features (those the data set has).

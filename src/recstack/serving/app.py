@@ -35,13 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, HTTPException, Query, Request
-from fastapi import Path as PathParam
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST
+from recstack.optional import needs
+
+with needs("serve", "recstack.serving"):
+    from fastapi import FastAPI, Header, HTTPException, Query, Request
+    from fastapi import Path as PathParam
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+    from fastapi.routing import APIRoute
+    from prometheus_client import CONTENT_TYPE_LATEST
 
 from recstack import __version__
 from recstack.pipeline.pipeline import DEGRADED

@@ -29,8 +29,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import httpx
 import numpy as np
+
+from recstack.optional import needs
+
+with needs("serve", "recstack.serving"):
+    import httpx
 
 MAX_DURATION = 600.0
 MAX_REQUESTS = 1_000_000

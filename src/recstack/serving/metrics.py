@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from recstack.optional import needs
+
+with needs("serve", "recstack.serving"):
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _STAGES = ("retrieval", "coarse", "fine", "rerank", "total")
 # /recommend outcomes under the deadline: (outcome, reason) label pairs exported from the start

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from recstack.optional import needs
+
+with needs("serve", "recstack.serving"):
+    from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 MAX_K = 100  # schema bound; a bundle with a smaller pipeline.max_k clamps k (with a warning)
 MAX_HISTORY = 500

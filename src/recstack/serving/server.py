@@ -8,7 +8,11 @@ import time
 from pathlib import Path
 
 import torch
-import uvicorn
+
+from recstack.optional import needs
+
+with needs("serve", "recstack.serving"):
+    import uvicorn
 
 from recstack.serving.abtest import ABTestConfig
 from recstack.serving.app import ServiceSettings, create_app

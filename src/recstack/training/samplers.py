@@ -335,7 +335,10 @@ class PopularitySampler(_ExcludingSampler):
         item_counts: interaction count per item ``[n_items]`` (array, list or tensor).
         alpha: popularity exponent; 0 = uniform, 1 = proportional to counts.
         exclude: positives never to return for that user (see :class:`UniformSampler`).
-        device, seed, generator, max_rounds: as for :class:`UniformSampler`.
+        device: as for :class:`UniformSampler`.
+        seed: as for :class:`UniformSampler`.
+        generator: as for :class:`UniformSampler`.
+        max_rounds: as for :class:`UniformSampler`.
     """
 
     def __init__(
@@ -464,7 +467,9 @@ class HardNegativeSampler:
         n: hard negatives returned per user.
         exclude: positives never to return (csr matrix or :class:`PositiveSet`).
         from_topk: mine from the full ranking's top-K instead of uniform candidates.
-        device, seed, generator: as for :class:`UniformSampler`.
+        device: as for :class:`UniformSampler`.
+        seed: as for :class:`UniformSampler`.
+        generator: as for :class:`UniformSampler`.
     """
 
     def __init__(

@@ -13,20 +13,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
-from rich.progress import Progress
 from torch import nn
 
 from recstack.distributed.ddp import DataParallelLoss
 from recstack.distributed.env import is_distributed
-from recstack.progress import bar, console
+from recstack.progress import ProgressBar, bar, bars_enabled
 from recstack.training.checkpoint import (
     CheckpointError,
     latest_checkpoint,
@@ -34,12 +34,13 @@ from recstack.training.checkpoint import (
     save_checkpoint,
 )
 
+log = logging.getLogger(__name__)
 LossFn = Callable[[dict[str, torch.Tensor], torch.Generator], torch.Tensor]
 _WARMUP_BATCHES = 5  # left out of the steady-state throughput of an epoch
 #: TrainConfig fields a resumed run may change: they do not alter what was trained so far
 #: (``epochs``: train longer; where logs and checkpoints go; progress display)
 RESUMABLE_CHANGES: frozenset[str] = frozenset(
-    {"epochs", "progress", "log_path", "checkpoint_dir", "tensorboard_dir"})
+    {"epochs", "progress", "log_path", "checkpoint_dir", "tensorboard_dir", "cuda_graph"})
 
 
 def _sync(device: torch.device) -> None:
@@ -126,6 +127,10 @@ class TrainConfig:
     # traversal per step; models that use every parameter in every step can turn it off
     ddp_find_unused: bool = True
     ddp_bf16_grads: bool = False  # all-reduce gradients in bf16 (half the bytes; NCCL/CUDA)
+    # capture each training step (forward, backward, optimiser) as one CUDA graph where the model
+    # has such a step (sequence models): "auto" = on CUDA whenever it applies, "always" = fail
+    # with the reason when it does not, "never" = the plain step
+    cuda_graph: Literal["auto", "always", "never"] = "auto"
 
 
 @dataclass
@@ -137,9 +142,11 @@ class TrainResult:
     epochs_run: int = 0
 
 
-def build_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(module: nn.Module, cfg: TrainConfig, **adam_options: Any) -> torch.optim.Optimizer:
     """Adam/AdamW/Adagrad with weight decay on weights only: never on biases or norms, and on
-    embedding tables only when `decay_embeddings`; or SparseAdam for sparse-gradient tables."""
+    embedding tables only when `decay_embeddings`; or SparseAdam for sparse-gradient tables.
+    `adam_options` (e.g. ``fused=True, capturable=True`` for a CUDA-graphed step) go to
+    Adam/AdamW only."""
     decay, no_decay = [], []
     emb_params = {
         id(p)
@@ -162,9 +169,9 @@ def build_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
     groups = [g for g in groups if g["params"]]
     name = cfg.optimizer.lower()
     if name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr)
+        return torch.optim.Adam(groups, lr=cfg.lr, **adam_options)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.AdamW(groups, lr=cfg.lr, **adam_options)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr)
     if name == "adagrad":
@@ -251,7 +258,7 @@ class Trainer:
                 torch.cuda.set_rng_state(saved["cuda_rng"].cpu(), device)
             best_weights = saved.get("best_weights")
             state = saved["trainer"]
-            console.print(f"[dim]resumed from {found} at epoch {state['epoch']}[/dim]")
+            log.info("resumed from %s at epoch %s", found, state["epoch"])
         # under torchrun: DDP on each rank's slice of every global batch; rank 0 alone writes
         ddp = (DataParallelLoss(module, loss_fn, device, ckpt is not None, find_unused=cfg.ddp_find_unused,
                                 bf16_grads=cfg.ddp_bf16_grads) if is_distributed() else None)
@@ -265,7 +272,7 @@ class Trainer:
             module.train()
             t0 = time.perf_counter()
             perm = torch.randperm(n, generator=gen, device=device)  # the same on every rank
-            prog = bar(f"epoch {epoch + 1}/{cfg.epochs}", n_batches) if cfg.progress and main else None
+            prog = bar(f"epoch {epoch + 1}/{cfg.epochs}", n_batches) if cfg.progress and main and bars_enabled() else None
             with prog or contextlib.nullcontext():
                 total = self._epoch(module, loss_fn, examples, perm, opt,
                                     gen if ddp is None else ddp.sample_generator(cfg.seed, epoch),
@@ -287,8 +294,10 @@ class Trainer:
                 )
             if validate is not None and (epoch + 1) % cfg.eval_every == 0:
                 module.eval()
+                t_valid = time.perf_counter()
                 with torch.no_grad():
                     metrics = validate()
+                row["validation_seconds"] = time.perf_counter() - t_valid
                 row.update({f"valid_{k}": v for k, v in metrics.items()})
                 value = metrics[cfg.monitor]
                 if sched is not None:
@@ -301,6 +310,8 @@ class Trainer:
                 else:
                     state["bad_evals"] += 1
                     stop = cfg.patience > 0 and state["bad_evals"] >= cfg.patience
+            row["elapsed_seconds"] = time.perf_counter() - t_start  # since this fit started
+            row["finished_at"] = time.time()  # wall clock (Unix seconds): time to the best epoch
             state["history"].append(row)
             state["epoch"] = epoch + 1
             if main:
@@ -335,7 +346,7 @@ class Trainer:
 
     def _epoch(self, module: nn.Module, loss_fn: LossFn, examples: dict[str, torch.Tensor],
                perm: torch.Tensor, opt: torch.optim.Optimizer, gen: torch.Generator, use_amp: bool,
-               prog: Progress | None, label: str,
+               prog: ProgressBar | None, label: str,
                ddp: DataParallelLoss | None = None, train_step: TrainStep | None = None) -> torch.Tensor:
         """One pass over the examples in `perm` order; returns the summed batch losses.
         With `ddp`, each global batch is cut to this rank's part (see DataParallelLoss); with
@@ -374,8 +385,8 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
                 opt.step()
                 total += loss.detach().float()
-            if prog is not None and (b % 50 == 49 or b == n_batches - 1):
-                # reading the loss syncs the GPU: only every 50 batches
+            if prog is not None and (b % 50 == 49 or b == n_batches - 1 or prog.due()):
+                # reading the loss syncs the GPU: every 50 batches, or once a second when slower
                 prog.update(prog.task_ids[0], completed=b + 1,
                             description=f"{label} loss={float(total) / (b + 1):.4f}")
         _sync(device)
@@ -392,7 +403,9 @@ class Trainer:
 
                     self._tb = SummaryWriter(cfg.tensorboard_dir)
                 except ImportError:
-                    console.print("[yellow]tensorboard is not installed: tensorboard_dir ignored[/yellow]")
+                    from recstack.optional import message
+
+                    log.warning("%s (ignored)", message("tensorboard_dir", "tracking"))
                     self._tb = None
             if self._tb is not None:
                 for k, v in row.items():
@@ -403,11 +416,9 @@ class Trainer:
             Path(cfg.log_path).parent.mkdir(parents=True, exist_ok=True)
             with open(cfg.log_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
-        if cfg.progress:
-            extra = " ".join(f"{k[6:]}={v:.4f}" for k, v in row.items() if k.startswith("valid_"))
-            console.print(
-                f"[dim]epoch {row['epoch']:>3}/{cfg.epochs} loss={row['loss']:.4f} {extra} ({row['seconds']:.1f}s)[/dim]"
-            )
+        extra = " ".join(f"{k[6:]}={v:.4f}" for k, v in row.items() if k.startswith("valid_"))
+        log.log(logging.INFO if cfg.progress else logging.DEBUG, "epoch %3d/%d loss=%.4f %s(%.1fs)",
+                row["epoch"], cfg.epochs, row["loss"], f"{extra} " if extra else "", row["seconds"])
 
     def _fingerprint(self) -> dict[str, Any]:
         """What a checkpoint records of the run that wrote it: training settings (JSON values)

@@ -46,6 +46,7 @@ class ExperimentConfig:
     seed: int = 0
     out: str | None = None
     refit: bool = True  # neural models on a split without valid: retrain on all train data
+    trec_out: str | None = None  # directory for run.trec + qrels.trec of the test users
 
 
 @dataclass

@@ -172,7 +172,8 @@ def compare_ctr_models(task: CTRTask, models: Mapping[str, Mapping[str, Any]], d
     Args:
         task: The CTR task (its ``valid`` frame is required).
         models: Model name -> hyper-parameters (`create_model` keyword arguments).
-        device, seed: As for any model.
+        device: As for any model.
+        seed: As for any model.
         log: Called with one JSON-friendly dict per fitted candidate and for the outcome.
 
     Returns:

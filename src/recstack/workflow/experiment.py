@@ -34,6 +34,8 @@ def standard_protocol(data: Interactions, split_override: str | None = None) -> 
     - lightgcn (Gowalla & co.): ``lightgcn``: the given split, the user's train items excluded.
     - s3rec / sasrec: ``s3rec``: leave-one-out in sequence order, the items already in the
       user's sequence excluded (S3-Rec's evaluation code; RecBole masks the same items).
+    - data whose files give the split (RecBole's pre-split ``NAME.train/.valid/.test.inter``:
+      a fold column): ``given-files``: that split as is, known items excluded.
     - anything else with timestamps: ``loo``: leave-one-out by time, known items excluded;
       without timestamps: ``ratio`` (per-user random 80/10/10), known items excluded.
     """
@@ -41,6 +43,8 @@ def standard_protocol(data: Interactions, split_override: str | None = None) -> 
         proto = get_protocol("lightgcn")
     elif data.fmt in ("s3rec", "sasrec"):
         proto = get_protocol("s3rec")
+    elif data.fold is not None:
+        proto = get_protocol("given-files")
     elif data.timestamp is not None:
         proto = get_protocol("loo")
     else:
@@ -152,16 +156,26 @@ def fit_model(model: Recommender, sp: Split, seed: int = 0, valid_frac: float = 
     return info
 
 
+#: Items per user in the TREC run of ``--trec-out`` (more when the metrics' largest k is larger).
+TREC_DEPTH = 100
+
+
 def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Fit `cfg.model` on `cfg.data` and evaluate it with the standard protocol."""
+    """Fit `cfg.model` on `cfg.data` and evaluate it with the standard protocol; with
+    ``cfg.trec_out``, also write the test users' top-``max(100, max(ks))`` as ``run.trec`` and
+    the test interactions as ``qrels.trec`` there (raw ids; see :mod:`recstack.evaluation.trec`)."""
     from recstack.models.registry import entry
 
     if entry(cfg.model).task == "ctr":  # ranking (CTR) models: AUC / LogLoss on a CTR task
+        if cfg.trec_out:
+            raise ValueError(f"--trec-out: '{cfg.model}' is a ranking (CTR) model; it writes no ranked lists")
         from recstack.workflow.ctr import run_ctr_experiment
 
         return run_ctr_experiment(cfg)
     if cfg.out:  # before any work: a run must not end in "cannot write"
         check_writable_dir(cfg.out)
+    if cfg.trec_out:
+        check_writable_dir(cfg.trec_out, "--trec-out")
     np.random.seed(cfg.seed)
     data, sp, proto = prepare(cfg)
     check_ks(cfg.ks, sp.n_items)
@@ -170,9 +184,12 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         fit_info = fit_model(model, sp, seed=cfg.seed, refit=cfg.refit, exclude_seen=proto.exclude_history)
         train_seconds = time.perf_counter() - t0
-    with step("evaluating (full ranking)"):
-        result = evaluate(model, sp, proto, cfg.ks)
-    metrics = {k: round(float(v), 6) for k, v in result.summary().items()}
+    depth = min(max(TREC_DEPTH, *cfg.ks), sp.n_items) if cfg.trec_out else None
+    with step("evaluating (full ranking)"):  # one top-k serves the metrics and the TREC run
+        ks = tuple(sorted({*cfg.ks, depth})) if depth else cfg.ks
+        result = evaluate(model, sp, proto, ks, return_topk=depth is not None)
+    ours = {f"@{k}" for k in cfg.ks}
+    metrics = {k: round(float(v), 6) for k, v in result.summary().items() if k[k.index("@"):] in ours}
     out = {
         "model": cfg.model,
         "data": cfg.data,
@@ -186,6 +203,11 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
         "train_samples_per_s": steady_samples_per_s(fit_info.get("history", [])),
         **{k: v for k, v in fit_info.items() if k != "history"},
     }
+    if depth:
+        from recstack.evaluation.trec import export_trec
+
+        with step(f"writing the TREC run and qrels to {cfg.trec_out}"):
+            out["trec"] = export_trec(cfg.trec_out, result, sp.test, run_name=cfg.model, depth=depth)
     if cfg.out:
         d = Path(cfg.out)
         d.mkdir(parents=True, exist_ok=True)

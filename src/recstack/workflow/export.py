@@ -8,6 +8,7 @@ leave-one-out history only (train + valid), so the held-out items can evaluate t
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -31,6 +32,8 @@ from recstack.pipeline.matrices import dense_top_k, transition_matrix
 from recstack.serving.bundle import write_bundle
 from recstack.workflow.experiment import standard_protocol
 from recstack.workflow.output import normal_modes
+
+_log = logging.getLogger(__name__)
 
 _SOURCES = [
     {"name": "two_tower", "kind": "ann", "model": "two_tower", "index": "two_tower", "n": 200},
@@ -119,8 +122,9 @@ class ExportRecipe:
             retrieval models' signals only; no CTR training). See `default_pipeline`.
         ranker_task: `candidate_ranking_task` options, plus `n` / `popular` (the two-tower and
             popularity candidates negatives are drawn from).
-        coarse_ctr, fine_ctr: CTR model options overriding `ranker_training.COARSE_DEFAULTS` /
-            `FINE_DEFAULTS` (e.g. {"model": "deepfm"}, {"dim": 8}).
+        coarse_ctr: CTR model options overriding `ranker_training.COARSE_DEFAULTS` (e.g.
+            {"model": "deepfm"}, {"dim": 8}).
+        fine_ctr: CTR model options overriding `ranker_training.FINE_DEFAULTS`.
         seed: training seed.
     """
 
@@ -174,11 +178,15 @@ def training_data(recipe: ExportRecipe) -> tuple[Interactions, Any]:
 
 
 def export_bundle(recipe: ExportRecipe, out: str | Path, version: str | None = None,
-                  overwrite: bool = False, log=print, device: str = "auto") -> Path:
+                  overwrite: bool = False, log=_log.info, device: str = "auto") -> Path:
     """Train the recipe's models on `device` and write the bundle to `out` (the bundle itself
     is device-free: the service loads it on the CPU)."""
     if Path(out).exists() and not overwrite:  # before minutes of training, not after
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
+    if IndexConfig.from_dict(recipe.index).kind != "exact":  # Faiss, checked before training too
+        from recstack.optional import require
+
+        require("faiss", "index", "a bundle with a Faiss index (kind='exact' needs none)")
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)
     config = PipelineConfig.from_dict(recipe.pipeline or default_pipeline(recipe.rankers))  # validate first
@@ -260,7 +268,7 @@ def recipe_with_overrides(recipe: ExportRecipe, overrides: dict[str, Any]) -> Ex
 
 
 def add_ctr_rankers(src: str | Path, out: str | Path, recipe_overrides: dict[str, Any] | None = None,
-                    version: str | None = None, overwrite: bool = False, log=print,
+                    version: str | None = None, overwrite: bool = False, log=_log.info,
                     device: str = "auto") -> Path:
     """A copy of the bundle at `src` with the coarse / fine CTR rankers trained (as `export_bundle`
     does, on the data its manifest's recipe names, with its two-tower as the candidate

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import shutil
 import time
@@ -38,9 +39,10 @@ from recstack.data.transforms import split
 from recstack.evaluation import coverage, gini, novelty
 from recstack.models import EASE, ItemKNN, MostPopular
 from recstack.models.base import resolve_device
-from recstack.progress import bar, console, step
+from recstack.progress import bar, step
 from recstack.workflow.experiment import evaluate, fit_model, standard_protocol
 
+log = logging.getLogger(__name__)
 KS = (5, 10, 20)
 TABLE_KEYS = ["ndcg@10", "hr@10", "recall@20", "ndcg@20", "coverage@20", "gini@20", "novelty@20"]
 FIGURE_KEYS = ["ndcg@10", "hr@10", "recall@20"]
@@ -53,7 +55,8 @@ class Settings:
     """How much training the quickstart does (`fast`: a smoke test of every stage). Every model
     trains with its own defaults except what fits the run into a few minutes on a laptop CPU:
     the epoch counts below, SASRec on one window per user (`all_windows=False`) with the larger
-    learning rate and smaller batches that suit so few examples (`sasrec_budget`), and DeepFM's
+    learning rate and smaller batches that suit so few examples, and two blocks instead of three
+    (the serving path's per-request cost; `sasrec_budget`), and DeepFM's
     larger learning rate for 4 epochs instead of 20 (`deepfm_budget`)."""
 
     two_tower_epochs: int = 4
@@ -64,7 +67,7 @@ class Settings:
     eval_users: int | None = None  # users the pipeline is evaluated on (None: every test user)
     n_examples: int = 3
     sasrec_budget: tuple[tuple[str, Any], ...] = (("all_windows", False), ("dropout", 0.2), ("lr", 3e-3),
-                                                  ("batch_size", 64), ("patience", 0))
+                                                  ("batch_size", 64), ("patience", 0), ("n_blocks", 2))
     deepfm_budget: tuple[tuple[str, Any], ...] = (("lr", 1e-3),)  # 4 epochs, not its default 20
     index: str = "hnsw"  # the bundle's item index: hnsw (Faiss) | exact
     report: bool = True  # write report.html and its figures
@@ -170,7 +173,7 @@ def run_pipeline_users(pipe, users: np.ndarray, ids: np.ndarray, k: int, desc: s
     (items [n_users, k], -1 where fewer came back; mean ms per stage)."""
     recs = np.full((len(users), k), -1, np.int64)
     ms: dict[str, float] = {}
-    with bar(desc, len(users)) as prog:
+    with bar(desc, len(users), log) as prog:
         for row, u in enumerate(users.tolist()):
             req, _ = pipe.request(user_id=ids[u], k=k)
             res = pipe.run(req)
@@ -201,6 +204,12 @@ def run_quickstart(out: Path = Path("recstack-out/quickstart"), device: str = "a
     """
     if index not in ("hnsw", "exact"):
         raise ValueError(f"index must be 'hnsw' or 'exact', got {index!r}")
+    from recstack.optional import require  # the extras it needs, before minutes of training
+
+    if index != "exact":
+        require("faiss", "index", "the quickstart's HNSW index (index='exact' needs none)")
+    if report:
+        require("matplotlib", "report", "the quickstart's report (report=False needs none)")
     settings = FAST if fast else Settings()
     settings = replace(settings, index=index, report=report)
     if n_examples is not None:
@@ -237,11 +246,11 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
 
     # ---- 1. data ----
     t0 = time.perf_counter()
-    with step("loading the embedded MovieLens latest-small") as s:
+    with step("loading the embedded MovieLens latest-small", log) as s:
         data = load("embedded")
         s["done"] = f"embedded MovieLens: {len(data):,} ratings, {data.n_users:,} users, {data.n_items:,} movies"
     proto = standard_protocol(data)
-    with step("leave-one-out split by time"):
+    with step("leave-one-out split by time", log):
         sp = split(data, proto.split)
     fit_data = sp.history("train+valid")
     item_pop = fit_data.item_counts()
@@ -250,6 +259,7 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
 
     models: dict[str, dict[str, Any]] = {}
     topk: dict[str, np.ndarray] = {}
+    topk_row: dict[str, dict[int, int]] = {}  # model -> user -> its row of topk[model]
     curves: dict[str, dict[str, Any]] = {}
 
     def record(name: str, kind: str, model, fit_s: float, extra: dict[str, Any] | None = None,
@@ -262,13 +272,14 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
                         "eval_seconds": round(float(res.seconds), 2), "users": int(len(res.users)),
                         "device": trained_on or str(model.device_), **(extra or {})}
         topk[name] = recs
+        topk_row[name] = {int(u): i for i, u in enumerate(np.asarray(res.users).tolist())}
 
     # ---- 2. baselines ----
     t0 = time.perf_counter()
     fitted = {}
     ease_l2 = float((ExportRecipe().ease or {}).get("l2", 500.0))  # the bundle reuses these weights
     for model in (MostPopular(device=device), ItemKNN(device=device), EASE(l2=ease_l2, device=device)):
-        with step(f"fitting and evaluating the baseline {model.name}"):
+        with step(f"fitting and evaluating the baseline {model.name}", log):
             t1 = time.perf_counter()
             model.fit(fit_data)
             record(model.name, "baseline", model, time.perf_counter() - t1)
@@ -277,24 +288,24 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
 
     # ---- 3. sequential model ----
     t0 = time.perf_counter()
-    console.print(f"[bold]SASRec[/bold]: {S.sasrec_epochs} epochs, validation NDCG@10 after each")
+    log.info("SASRec: %d epochs, validation NDCG@10 after each", S.sasrec_epochs, extra={"style": "bold"})
     sasrec = create_model("sasrec", device=device, epochs=S.sasrec_epochs, progress=True,
                           **dict(S.sasrec_budget))
     fit_info = fit_model(sasrec, sp, exclude_seen=proto.exclude_history)
     fit_s = time.perf_counter() - t0
-    with step("evaluating SASRec (full ranking)"):
+    with step("evaluating SASRec (full ranking)", log):
         record("sasrec", "sequential", sasrec, fit_s, {"best_epoch": fit_info.get("best_epoch")})
     curves["sasrec"] = _curve(fit_info.get("history", []), "ndcg@10")
     clock("sasrec", t0)
 
     # ---- 4. ranking model: ratings as a CTR task ----
     t0 = time.perf_counter()
-    with step("building the CTR task (label: rating >= 4, temporal split)"):
+    with step("building the CTR task (label: rating >= 4, temporal split)", log):
         task = interactions_ctr_task(data)
     ctr: dict[str, Any] = {"task": {k: task.info[k] for k in ("threshold", "train", "valid", "test")},
                            "models": {}}
     for name in ("lr", "deepfm"):  # their defaults: chosen on MovieLens 100K validation AUC
-        console.print(f"[bold]{name}[/bold] on the rating CTR task: {S.ctr_epochs} epochs")
+        log.info("%s on the rating CTR task: %d epochs", name, S.ctr_epochs, extra={"style": "bold"})
         t1 = time.perf_counter()
         budget = dict(S.deepfm_budget) if name == "deepfm" else {}
         r = create_model(name, device=device, epochs=S.ctr_epochs, progress=True, **budget).fit(task)
@@ -334,11 +345,10 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
     recipe = recipe_with_overrides(base, overrides)
     staging = out / ".bundle-export"
     # (no spinner around it: the rankers' training shows its own progress bars)
-    console.print(f"[bold]serving stack[/bold]: two-tower ({S.two_tower_epochs} epochs), HNSW index, "
-                  "item-item and transition matrices, coarse / fine CTR rankers")
-    export_bundle(recipe, staging, overwrite=True, log=lambda m: console.print(f"  [dim]{m}[/dim]"),
-                  device=device)
-    with step("adding SASRec to the pipeline and writing the bundle") as s:
+    log.info("serving stack: two-tower (%d epochs), HNSW index, item-item and transition matrices, "
+             "coarse / fine CTR rankers", S.two_tower_epochs, extra={"style": "bold"})
+    export_bundle(recipe, staging, overwrite=True, log=lambda m: log.info("  %s", m), device=device)
+    with step("adding SASRec to the pipeline and writing the bundle", log) as s:
         b = load_bundle(staging)
         a = b.assets
         cfg = copy.deepcopy(full_cfg) if reuse_ease else b.config.to_dict()
@@ -365,7 +375,7 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
 
     # the two-tower of the bundle, exact full ranking (no index, no pipeline)
     tt = bundle.assets.model("two_tower")
-    with step("evaluating the two-tower retriever (exact full ranking)"):
+    with step("evaluating the two-tower retriever (exact full ranking)", log):
         record("two_tower", "retrieval", tt, float(manifest_info.get("train_seconds", {}).get("two_tower", 0.0)),
                {"evaluated_on": str(tt.device_)}, trained_on=manifest_info.get("device"))
     curves = {"two_tower": _curve(_read_log(logs / "two_tower.jsonl"), None), **curves}
@@ -394,8 +404,8 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
         stages[name] = {"metrics": metrics, "ms_per_request": {k: round(v, 3) for k, v in ms.items()},
                         "users": int(len(users)), "seconds": round(time.perf_counter() - t1, 2)}
         topk[name] = recs
-        console.print(f"  {name:32s} ndcg@10 {metrics['ndcg@10']:.4f}  hr@10 {metrics['hr@10']:.4f}  "
-                      f"{ms.get('total', 0.0):.1f} ms/request")
+        log.info("  %-32s ndcg@10 %.4f  hr@10 %.4f  %.1f ms/request", name, metrics["ndcg@10"],
+                 metrics["hr@10"], ms.get("total", 0.0))
     full_name = "full pipeline (+ re-ranking)"
     models["pipeline"] = {"kind": "pipeline", "device": "cpu (the service's)", **stages[full_name]}
     topk["pipeline"] = topk[full_name]
@@ -423,11 +433,20 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
             "trace": [{"title": t, "genres": genres[tr["item"]], **{k: tr[k] for k in ("sources", "source_ranks", "scores", "rule")}}
                       for t, tr in zip(titles, res.trace_dicts(), strict=True)],
             "timings_ms": {k: round(v, 3) for k, v in res.timings_ms.items()},
+            # each evaluated model's own top 5 for this user (the evaluation's ranking)
+            "by_model": {name: {"titles": _titles(data, topk[name][rows[u]][:5]),
+                                "hit": [bool(i in set(held.tolist())) for i in topk[name][rows[u]][:5].tolist()]}
+                         for name, rows in topk_row.items() if u in rows},
         })
 
     # ---- 8. embedding map and popularity profiles (data of the figures) ----
     from recstack.index.embeddings import item_vectors
-    from recstack.workflow.report import embedding_map, popularity_profile
+    from recstack.workflow.report import (
+        catalogue_profile,
+        embedding_map,
+        popularity_bins,
+        popularity_profile,
+    )
 
     min_count = 5
     shown = np.flatnonzero(item_pop >= min_count)
@@ -437,7 +456,9 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
                "x": [round(float(v), 5) for v in coords[:, 0]], "y": [round(float(v), 5) for v in coords[:, 1]],
                "label": labels, "label_counts": {g or "other": labels.count(g) for g in [*MAP_GENRES, ""]}}
     bias_models = ["pop", "itemknn", "ease", "two_tower", "sasrec", "pipeline"]
-    popularity = {n: popularity_profile(topk[n], item_pop) for n in bias_models}
+    edges = popularity_bins(item_pop)
+    popularity = {"bin_edges": edges, "catalogue": catalogue_profile(item_pop, edges),
+                  "models": {n: popularity_profile(topk[n], item_pop, edges) for n in bias_models}}
     clock("examples", t0)
 
     summary: dict[str, Any] = {
@@ -469,7 +490,7 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
     summary["seconds_to_report"] = round(t0 - t_start, 2)
     report_path = None
     if S.report:
-        with step("writing the HTML report"):
+        with step("writing the HTML report", log):
             report_path = write_report(out, summary, emb_map)
     clock("report", t0)
     timings["total"] = round(time.perf_counter() - t_start, 2)
@@ -477,16 +498,16 @@ def _run(out: Path, device: str, S: Settings, n_threads: int, fast: bool) -> dic
     summary["report"] = str(report_path) if report_path else None
     summary["seconds"] = timings["total"]
     (out / "results.json").write_text(json.dumps(summary, indent=2))
-    _print_tables(summary)
-    console.print(f"Report:  [bold]{report_path or 'not written (--no-report)'}[/bold]")
-    console.print(f"Results: {out / 'results.json'} (figures' data: {out / 'figures.json'})")
-    console.print(f"Bundle:  {bundle_path}")
-    console.print(f"Total:   {timings['total']:.0f} s on {summary['device']} ({n_threads} torch thread(s))")
-    console.print(f"Next:    [bold]recstack serve {bundle_path}[/bold]")
+    log.info("Report:  %s", report_path or "not written (--no-report)")
+    log.info("Results: %s (figures' data: %s)", out / "results.json", out / "figures.json")
+    log.info("Bundle:  %s", bundle_path)
+    log.info("Total:   %.0f s on %s (%d torch thread(s))", timings["total"], summary["device"], n_threads)
+    log.info("Next:    recstack serve %s", bundle_path)
     return summary
 
 
-def _print_tables(summary: dict[str, Any]) -> None:
+def summary_tables(summary: dict[str, Any]) -> list[Table]:
+    """The quickstart's results as Rich tables (the CLI prints them; the library never does)."""
     table = Table(title=f"MovieLens latest-small ({summary['protocol']['description']})")
     table.add_column("model / pipeline stage")
     cols = ["ndcg@10", "hr@10", "recall@20", "coverage@20", "novelty@20"]
@@ -496,13 +517,12 @@ def _print_tables(summary: dict[str, Any]) -> None:
     rows |= {f"pipeline: {n}": s["metrics"] for n, s in summary["stages"].items()}
     for name, m in rows.items():
         table.add_row(name, *[f"{m[c]:.4f}" for c in cols])
-    console.print(table)
     ctr = Table(title="Ranking: ratings as a CTR task (test)")
     for c in ("model", "AUC", "LogLoss"):
         ctr.add_column(c)
     for name, r in summary["ctr"]["models"].items():
         ctr.add_row(name, f"{r['auc']:.4f}", f"{r['logloss']:.4f}")
-    console.print(ctr)
+    return [table, ctr]
 
 
 # ---- the HTML report ----------------------------------------------------------------------------
@@ -530,7 +550,8 @@ def write_report(out: Path, summary: dict[str, Any], emb_map: dict[str, Any]) ->
     # 3. learning curves
     lc = {n: {k: c[k] for k in ("epoch", "loss", "metric", "valid")} for n, c in summary["learning_curves"].items()}
     figs.add("learning_curves", R.plot_training_curves(lc), lc,
-             "Training loss per epoch (top) and the validation metric monitored (bottom).")
+             "Each model in its colour: training loss per epoch (upper panel) and the validation metric "
+             "it monitored (lower panel); the two-tower of the bundle trains on all known data.")
     # 4. the item embedding map
     coords = np.column_stack([emb_map["x"], emb_map["y"]])
     figs.add("embedding_map", R.plot_embedding_map(coords, emb_map["label"], "two-tower item embeddings (PCA)"),
@@ -540,7 +561,9 @@ def write_report(out: Path, summary: dict[str, Any], emb_map: dict[str, Any]) ->
              f"colour: the first of {', '.join(MAP_GENRES)} the movie has.")
     # 5. popularity bias
     figs.add("popularity_bias", R.plot_popularity_bias(summary["popularity_profile"]), summary["popularity_profile"],
-             "Share of the top-20 recommendations falling in each popularity decile of the catalogue.")
+             "Share of each model's top-20 recommendations by the popularity of the movie (its ratings "
+             "in the training data, bins of equal width on the log scale); grey: the share of all movies "
+             "in each bin, what recommending uniformly at random would give.")
     figs.write(out)
 
     sections: list[tuple[str, str]] = []
@@ -555,7 +578,9 @@ def write_report(out: Path, summary: dict[str, Any], emb_map: dict[str, Any]) ->
     extra = {n: {"fit s": f"{m['train_seconds']:.1f}"} for n, m in models.items() if "train_seconds" in m}
     extra |= {f"pipeline: {n}": {"ms/request": f"{s['ms_per_request'].get('total', 0):.1f}"} for n, s in stages.items()}
     sections.append(("Accuracy and beyond-accuracy metrics", (
-        R.metrics_table(rows, TABLE_KEYS, extra=extra)
+        R.metrics_table(rows, TABLE_KEYS, extra=extra,
+                        colours={n: R.model_colour(n) for n in models}
+                        | {f"pipeline: {n}": R.model_colour("pipeline") for n in stages})
         + f"<p class='note'>Protocol {R._esc(summary['protocol']['description'])}; "
         f"{models['pop']['users']} users; test figures, no model was selected on them; pipeline rows: "
         f"{stages[next(iter(stages))]['users']} users, one request each through the bundle's pipeline "
@@ -563,7 +588,7 @@ def write_report(out: Path, summary: dict[str, Any], emb_map: dict[str, Any]) ->
     sections.append(("The four-stage pipeline, stage by stage", figs.html("stages")))
     ctr = summary["ctr"]
     ctr_rows = {n: {"AUC": r["auc"], "LogLoss": r["logloss"]} for n, r in ctr["models"].items()}
-    ctr_html = R.metrics_table(ctr_rows, ["AUC", "LogLoss"])
+    ctr_html = R.metrics_table(ctr_rows, ["AUC", "LogLoss"], colours={n: R.model_colour(f"{n} (CTR)") for n in ctr_rows})
     ctr_html += (f"<p class='note'>Ratings as a CTR task: label rating &ge; {ctr['task']['threshold']}, temporal split "
                  f"({ctr['task']['train']:,} / {ctr['task']['valid']:,} / {ctr['task']['test']:,} rows).</p>")
     pr = summary.get("pipeline_rankers") or {}
@@ -571,7 +596,9 @@ def write_report(out: Path, summary: dict[str, Any], emb_map: dict[str, Any]) ->
                for n, v in pr.items() if isinstance(v, dict) and isinstance(v.get("valid"), dict)}
     if pr_rows:
         ctr_html += ("<p>The pipeline's own rankers, trained on the candidates retrieval proposes:</p>"
-                     + R.metrics_table(pr_rows, ["valid AUC", "valid LogLoss"]))
+                     + R.metrics_table(pr_rows, ["valid AUC", "valid LogLoss"],
+                                       colours={f"{n} ({v.get('model', '')})": R.model_colour(f"pipeline {n}")
+                                                for n, v in pr.items() if isinstance(v, dict)}))
     sections.append(("Ranking models", ctr_html))
     sections.append(("Learning curves", figs.html("learning_curves")))
     sections.append(("Item embeddings", figs.html("embedding_map")))
@@ -580,7 +607,7 @@ def write_report(out: Path, summary: dict[str, Any], emb_map: dict[str, Any]) ->
     page = R.render_html("recstack quickstart",
                          f"{summary['data']}: {summary['data_stats']['interactions']:,} ratings, "
                          f"{summary['data_stats']['users']:,} users, {summary['data_stats']['items']:,} movies "
-                         f"- {summary['date']}", sections)
+                         f"- {summary['date']}", sections, footer=R.data_terms(summary["data"]))
     path = out / "report.html"
     path.write_text(page)
     return path
@@ -602,6 +629,16 @@ def _examples_html(examples: list[dict[str, Any]], R) -> str:
                         f"<span class='tag'>{R._esc('|'.join(t['genres'][:3]))}</span></td><td>{R._esc(src)}</td>"
                         f"{nums}<td>{R._esc(t['rule'])}</td></tr>")
         ms = e["timings_ms"].get("total", 0.0)
+        by_model = e.get("by_model") or {}
+        models_html = ""
+        if by_model:
+            cells = []
+            for name, rec in by_model.items():
+                titles = "".join(f"<li{' class=hit' if hit else ''}>{R._esc(t)}</li>"
+                                 for t, hit in zip(rec["titles"], rec["hit"], strict=True))
+                cells.append(f"<div class='model'><b>{R.swatch(name)}{R._esc(name)}</b><ol>{titles}</ol></div>")
+            models_html = ("<p>Each model's own top 5 for this user (full ranking, as evaluated):</p>"
+                           f"<div class='models'>{''.join(cells)}</div>")
         parts.append(f"<div class='card'>{head}<table class='trace'>{''.join(rows)}</table>"
-                     f"<p class='note'>{ms:.1f} ms for this request; green: the held-out movie.</p></div>")
+                     f"<p class='note'>{ms:.1f} ms for this request; green: the held-out movie.</p>{models_html}</div>")
     return "".join(parts)

@@ -3,17 +3,16 @@
 ``load("csv:/data/r.csv?user=uid&item=iid&sep=;")`` parses the spec, picks the reader for FORMAT
 and returns an :class:`~recstack.data.dataset.Interactions`. Formats:
 
-========== =====================================================================================
-embedded   MovieLens latest-small shipped inside the package (no path)
-movielens  a MovieLens release directory (100K, 1M, 10M, 20M, 25M, 32M, latest), auto-detected,
-           or a release name (``movielens:ml-1m``) which is downloaded and cached
-atomic     RecBole atomic files ``<name>.inter`` (+ ``.user`` / ``.item``) in a directory
-lightgcn   ``train.txt`` + ``test.txt``, one line per user: ``user item item ...``
-s3rec      one line per user, items in time order (+ ``<stem>_item2attributes.json``)
-sasrec     ``user item`` per line, in time order per user
-csv        delimited file with a header; column mapping options
-parquet    parquet file; column mapping options
-========== =====================================================================================
+| FORMAT | what PATH is |
+|---|---|
+| embedded | MovieLens latest-small shipped inside the package (no path) |
+| movielens | a MovieLens release directory (100K, 1M, 10M, 20M, 25M, 32M, latest), auto-detected, or a release name (``movielens:ml-1m``) which is downloaded and cached |
+| atomic | RecBole atomic files ``<name>.inter`` (+ ``.user`` / ``.item``) in a directory |
+| lightgcn | ``train.txt`` + ``test.txt``, one line per user: ``user item item ...`` |
+| s3rec | one line per user, items in time order (+ ``<stem>_item2attributes.json``) |
+| sasrec | ``user item`` per line, in time order per user |
+| csv | delimited file with a header; column mapping options |
+| parquet | parquet file; column mapping options |
 
 Every reader parses with polars (vectorised). Bad input is never dropped silently: a
 :class:`DataError` names the file, the 1-based line (counting the header line) and the field.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -41,9 +42,9 @@ from recstack.files import save_safetensors
 from recstack.models.base import Model, model_hparams
 from recstack.models.ctr.base import CTRConfig, CTRModule
 from recstack.models.ctr.fast_path import FastPathPlan
-from recstack.progress import console
 from recstack.training.trainer import TrainConfig, Trainer, TrainResult, TrainStep
 
+log = logging.getLogger(__name__)
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
@@ -188,7 +189,7 @@ class CTRModel(Model):
 
         step, self.fast_path_ = self._train_step()
         if self.train_config.progress and self.fast_path_.used:
-            console.print(f"[dim]{self.name}: {self.fast_path_.describe()}[/dim]")
+            log.info("%s: %s", self.name, self.fast_path_.describe())
         self.train_result_: TrainResult = Trainer(self.train_config, hparams=model_hparams(self)).fit(
             self.module_, self._loss, ex, validate, self.device_,
             make_optimizer=lambda module, cfg: module.make_optimizer(cfg), train_step=step)

@@ -40,7 +40,8 @@ class RowWiseAdagradTable(nn.Module):
     Args:
         sizes: number of codes of each field (code 0 = missing; its row starts at zero).
         dim: embedding size.
-        lr, eps: Adagrad's step size and epsilon.
+        lr: Adagrad's step size.
+        eps: Adagrad's epsilon.
         dtype: weight dtype (``torch.bfloat16`` halves the bytes; the accumulator is fp32).
         init_std: std of the normal initialisation.
     """

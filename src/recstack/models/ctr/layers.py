@@ -128,7 +128,7 @@ class LinearTerms(nn.Module):
 
     def forward(self, batch: Batch) -> Tensor:
         """-> ``[B]`` logits."""
-        out = self.bias.expand(len(batch["cat"]))
+        out = self.bias.expand(batch["cat"].shape[0])
         if self.n_cat:
             out = out + self.table(batch["cat"]).sum((1, 2))
         for name, f in self.bag_fields:

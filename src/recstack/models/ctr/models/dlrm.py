@@ -93,7 +93,7 @@ class DLRMNet(CTRModule):
         x = self.bottom(num)
         parts = [x.unsqueeze(1), e.to(x.dtype)]
         if self.n_pad:
-            parts.append(x.new_zeros(len(x), self.n_pad, x.shape[1]))
+            parts.append(x.new_zeros(x.shape[0], self.n_pad, x.shape[1]))
         t = torch.cat(parts, 1)
         z = dot_interaction(t, self.li, self.lj)
         return self.top(torch.cat([x, z.to(x.dtype)], 1)).squeeze(1)

@@ -56,7 +56,7 @@ class MMoENet(CTRModule):
         e = self.embed(batch).flatten(1)
         x = torch.cat([e, numeric_input(batch).to(e.dtype)], 1)
         f = torch.stack([expert(x) for expert in self.experts], 1)  # [B, E, h]
-        g = torch.softmax(self.gates(x).reshape(len(x), self.n_tasks, -1).float(), -1)  # [B, T, E]
+        g = torch.softmax(self.gates(x).reshape(x.shape[0], self.n_tasks, -1).float(), -1)  # [B, T, E]
         mixed = g.to(f.dtype) @ f  # [B, T, h]: each task's own mixture of the experts
         return torch.cat([tower(mixed[:, k]) for k, tower in enumerate(self.towers)], 1)
 
