@@ -49,6 +49,8 @@ UNSUPPORTED: dict[str, str] = {
     "bspm": "not a network: scores come from a blurring-sharpening ODE over the interaction "
             "matrix, solved at scoring time",
     "gfcf": "not a network: scores are a graph filter of the user's interaction row",
+    "ials": "not a network: scores are dot products of two factor tables fitted by least squares "
+            "(the fitted model's user_factors_ and item_factors_)",
     "blend": "an ensemble of other models' scores: export its members",
     "neumf": "its score is an MLP over the (user, item) pair, not a dot product of two towers; "
              "no user/item/encoder part to export",
