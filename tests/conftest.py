@@ -57,6 +57,39 @@ def one_torch_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture()
+def tiny_csv(tmp_path):
+    """A small ratings CSV (40 users x 6 of 25 items, raw string ids, timestamps)."""
+    import polars as pl
+
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{i}", 4.0, 1000 + t) for u in range(40)
+            for t, i in enumerate(rng.choice(25, size=6, replace=False))]
+    path = tmp_path / "log.csv"
+    pl.DataFrame(rows, schema=["user", "item", "rating", "timestamp"], orient="row").write_csv(path)
+    return path
+
+
+@pytest.fixture
+def library_logging():
+    """Start as a library user does: no progress bars, no recstack log handler; the logger's
+    level restored afterwards. Modules opt in with ``pytest.mark.usefixtures``."""
+    import logging
+
+    from recstack import progress
+
+    mode = progress._mode
+    progress._mode = "off"
+    logger = logging.getLogger("recstack")
+    for h in list(logger.handlers):
+        if isinstance(h, progress.RichLogHandler | progress.PlainLogHandler):
+            logger.removeHandler(h)
+    level = logger.level
+    yield
+    logger.setLevel(level)
+    progress._mode = mode
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     """Say which recstack the suite tested and from where (CI tests the installed wheel, not
     src/)."""

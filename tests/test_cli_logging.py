@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import logging
 
-import numpy as np
-import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -16,16 +14,6 @@ from recstack.cli import app
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture()
-def tiny_csv(tmp_path):
-    rng = np.random.default_rng(0)
-    rows = [(f"u{u}", f"i{i}", 4.0, 1000 + t) for u in range(40)
-            for t, i in enumerate(rng.choice(25, size=6, replace=False))]
-    path = tmp_path / "log.csv"
-    pl.DataFrame(rows, schema=["user", "item", "rating", "timestamp"], orient="row").write_csv(path)
-    return path
 
 
 def ours() -> list[logging.Handler]:

@@ -7,8 +7,6 @@ import json
 import math
 import stat
 
-import numpy as np
-import polars as pl
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -31,16 +29,6 @@ def one_error_line(output: str) -> str:
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, output
     return errors[0]
-
-
-@pytest.fixture()
-def tiny_csv(tmp_path):
-    rng = np.random.default_rng(0)
-    rows = [(f"u{u}", f"i{i}", 4.0, 1000 + t) for u in range(40)
-            for t, i in enumerate(rng.choice(25, size=6, replace=False))]
-    path = tmp_path / "log.csv"
-    pl.DataFrame(rows, schema=["user", "item", "rating", "timestamp"], orient="row").write_csv(path)
-    return path
 
 
 def _fake_result(cfg):

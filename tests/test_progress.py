@@ -9,18 +9,8 @@ import pytest
 
 from recstack import progress
 
-
-@pytest.fixture(autouse=True)
-def library_defaults(monkeypatch):
-    """Every test starts as a library user does: no bars, no recstack handler."""
-    monkeypatch.setattr(progress, "_mode", "off")
-    logger = logging.getLogger("recstack")
-    for h in list(logger.handlers):
-        if isinstance(h, progress.RichLogHandler | progress.PlainLogHandler):
-            logger.removeHandler(h)
-    level = logger.level
-    yield
-    logger.setLevel(level)
+# every test starts as a library user does: no bars, no recstack handler
+pytestmark = pytest.mark.usefixtures("library_logging")
 
 
 class FakeClock:

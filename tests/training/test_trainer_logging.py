@@ -12,16 +12,7 @@ from recstack.data import from_raw
 from recstack.data.transforms import split
 from recstack.models import MF
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(autouse=True)
-def library_defaults(monkeypatch):
-    monkeypatch.setattr(progress, "_mode", "off")
-    logger = logging.getLogger("recstack")
-    for h in list(logger.handlers):
-        if isinstance(h, progress.RichLogHandler | progress.PlainLogHandler):
-            logger.removeHandler(h)
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "library_logging")
 
 
 def small_split():
