@@ -316,3 +316,31 @@ def test_determinism_with_seed_and_generator() -> None:
     y = s.sample(users, 5)
     torch.manual_seed(3)
     assert torch.equal(y, s.sample(users, 5))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_sample_fixed_marks_exactly_the_draws_left_on_a_positive(device):
+    x = dense_positives()
+    s = UniformSampler(x.shape[1], exclude=x, device=device, seed=0)
+    users = torch.arange(x.shape[0], device=device).repeat(50)
+    for rounds in (0, 1, 3):
+        items, still = s.sample_fixed(users, 7, rounds=rounds)
+        assert items.shape == still.shape == (len(users), 7)
+        truth = torch.as_tensor(x.toarray()[users.cpu().numpy()[:, None], items.cpu().numpy()] > 0)
+        assert torch.equal(still.cpu(), truth)
+    # with more rounds fewer draws stay on a positive (dense users: about 3/4 of items are positives)
+    left = [float(s.sample_fixed(users, 7, rounds=r)[1].float().mean()) for r in (0, 4)]
+    assert left[0] > 0.4 and left[1] < 0.5 * left[0]
+
+
+def test_sample_fixed_on_sparse_users_is_uniform_over_non_positives():
+    n_items = 50
+    x = sp.csr_matrix(([1.0, 1.0], ([0, 0], [3, 7])), shape=(1, n_items))
+    s = UniformSampler(n_items, exclude=x, seed=1)
+    items, still = s.sample_fixed(torch.zeros(N_DRAWS // 10, dtype=torch.long), 10, rounds=3)
+    kept = items[~still]
+    assert len(kept) > 0.999 * items.numel()
+    counts = np.bincount(kept.numpy(), minlength=n_items)
+    assert counts[3] == counts[7] == 0
+    free = np.delete(counts, [3, 7])
+    assert chisquare(free).pvalue > 1e-3

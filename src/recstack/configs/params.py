@@ -64,7 +64,7 @@ COMMON_RANGES: dict[str, Range] = {
     "dropout": Range(ge=0, lt=1), "attn_dropout": Range(ge=0, lt=1), "id_dropout": Range(ge=0, lt=1),
     "epochs": Range(ge=0), "batch_size": Range(ge=1), "patience": Range(ge=0), "eval_every": Range(ge=1),
     "grad_clip": Range(ge=0), "plateau_factor": Range(gt=0, le=1), "plateau_patience": Range(ge=0),
-    "temperature": Range(gt=0), "init_std": Range(ge=0), "l2": Range(ge=0), "shrink": Range(ge=0),
+    "temperature": Range(gt=0), "init_std": Range(ge=0), "l2": Range(ge=0), "reg": Range(ge=0), "shrink": Range(ge=0),
     "max_items": Range(ge=1), "power_iters": Range(ge=1), "block": Range(ge=1), "seed": Range(ge=0),
     # graph filters (BSPM, GF-CF)
     "beta": Range(ge=0), "blur_time": Range(ge=0), "blur_steps": Range(ge=1), "sharpen_time": Range(ge=0),

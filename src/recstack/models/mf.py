@@ -16,6 +16,7 @@ from recstack import losses
 from recstack.data.dataset import Interactions
 from recstack.models.neural import NeuralRecommender
 from recstack.training.samplers import PopularitySampler, UniformSampler
+from recstack.training.trainer import TrainStep
 
 
 class MFModule(nn.Module):
@@ -48,6 +49,10 @@ class MF(NeuralRecommender):
             examples (a [B, d] x [d, N] product instead of [B, N, d] gathers: ~10x cheaper on
             CPU); a user's own positives among them are masked out of the loss.
         init_std: std of the normal initialisation.
+        reg: L2 penalty on the batch's ego embeddings (the rows of the tables the batch reads:
+            its users, positives and negatives), ``reg / 2 * (|p_u|^2 + |q_i|^2 + mean_j |q_j|^2)``
+            averaged over the batch: BPR-MF's regularisation and LightGCN's lambda. Unlike
+            ``weight_decay`` it touches only the rows a batch uses.
     """
 
     name = "mf"
@@ -56,8 +61,9 @@ class MF(NeuralRecommender):
                  sampler: Literal["uniform", "popularity"] = "uniform",
                  temperature: float = 0.1, margin: float = 0.9, neg_weight: float | None = None,
                  use_bias: bool = False, normalize: bool = True, init_std: float = 0.1,
-                 shared_negatives: bool = False, device: str = "auto", **train: Any) -> None:
+                 shared_negatives: bool = False, reg: float = 0.0, device: str = "auto", **train: Any) -> None:
         super().__init__(device, **train)
+        self.reg = reg
         self.dim, self.loss, self.n_negatives, self.sampler = dim, loss, n_negatives, sampler
         self.temperature, self.margin, self.neg_weight = temperature, margin, neg_weight
         self.use_bias, self.normalize, self.init_std = use_bias, normalize, init_std
@@ -101,33 +107,74 @@ class MF(NeuralRecommender):
 
     def _loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         u, i = batch["user"], batch["item"]
-        tables = self.embeddings()
-        pos_s = self._pair_scores(u, i, tables)
         if self.shared_negatives:
+            tables = self.embeddings()
             neg = self.sampler_.draw(self.n_negatives, generator)  # [N], one set for the batch
             neg_s = tables[0].index_select(0, u) @ tables[1].index_select(0, neg).T
             if self.use_bias and not self._cosine:
                 neg_s = neg_s + self.module_.item_bias.weight.squeeze(-1)[neg]
             b, n = neg_s.shape
             hits = self.sampler_.positives.contains(u.repeat_interleave(n), neg.repeat(b)).view(b, n)
-            neg_logq = self.sampler_.logq(neg).expand(b, n)
-        else:
-            neg = self.sampler_.sample(u, self.n_negatives, generator=generator)  # [B, N]
-            neg_s = self._pair_scores(u, neg, tables)
-            hits = losses.accidental_hits(i, neg)
-            neg_logq = self.sampler_.logq(neg)
+            loss = self._objective(self._pair_scores(u, i, tables), neg_s, hits, self.sampler_.logq(neg).expand(b, n))
+            return loss + self._ego_penalty(u, i, neg.expand(b, n))
+        neg = self.sampler_.sample(u, self.n_negatives, generator=generator)  # [B, N]
+        return self._pair_loss(u, i, neg, losses.accidental_hits(i, neg))
+
+    def _pair_loss(self, u: torch.Tensor, i: torch.Tensor, neg: torch.Tensor, hits: torch.Tensor,
+                   weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of users `u` [B] with positives `i` [B] against negatives `neg` [B, N]
+        (`hits` [B, N] marks negatives to leave out), rows weighted by `weight` [B] (None: all 1)."""
+        tables = self.embeddings()
+        loss = self._objective(self._pair_scores(u, i, tables), self._pair_scores(u, neg, tables),
+                               hits, self.sampler_.logq(neg), weight)
+        return loss + self._ego_penalty(u, i, neg, weight)
+
+    def _objective(self, pos_s: torch.Tensor, neg_s: torch.Tensor, hits: torch.Tensor,
+                   neg_logq: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         # a masked negative contributes exactly nothing to any of the losses below
         neg_s = neg_s.float().masked_fill(hits, -1e9)
         if self.loss == "bpr":
-            return losses.bpr_loss(pos_s, neg_s)
+            return losses.bpr_loss(pos_s, neg_s, weight=weight)
         if self.loss == "bce":
-            return losses.bce_loss(pos_s, neg_s)
+            return losses.bce_loss(pos_s, neg_s, weight=weight)
         if self.loss == "ccl":
-            return losses.cosine_contrastive_loss(pos_s, neg_s, margin=self.margin, neg_weight=self.neg_weight)
+            return losses.cosine_contrastive_loss(pos_s, neg_s, margin=self.margin, neg_weight=self.neg_weight,
+                                                  weight=weight)
         return losses.sampled_softmax_loss(
             pos_s, neg_s, pos_logq=None, neg_logq=neg_logq, temperature=self.temperature,
-            remove_accidental_hits=hits,
+            remove_accidental_hits=hits, weight=weight,
         )
+
+    def _ego_penalty(self, u: torch.Tensor, i: torch.Tensor, neg: torch.Tensor,
+                     weight: torch.Tensor | None = None) -> torch.Tensor | float:
+        """``reg / 2 * (|p_u|^2 + |q_i|^2 + mean_j |q_j|^2)`` on the layer-0 (ego) rows, the
+        batch mean (weighted by `weight`); 0 when ``reg`` is 0."""
+        if not self.reg:
+            return 0.0
+        m = self.module_
+        per_row = (m.user.weight[u].float().square().sum(-1) + m.item.weight[i].float().square().sum(-1)
+                   + m.item.weight[neg].float().square().sum(-1).mean(-1))
+        if weight is None:
+            return self.reg / 2 * per_row.mean()
+        return self.reg / 2 * (per_row * weight).sum() / weight.sum().clamp_min(1.0)
+
+    def _graph_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of a padded batch with negatives drawn by fixed work (no host sync), for the
+        CUDA-graphed step (`recstack.models.pair_step`): rows of weight 0 are padding."""
+        u, i = batch["user"], batch["item"]
+        neg, still = self.sampler_.sample_fixed(u, self.n_negatives)
+        return self._pair_loss(u, i, neg, still | losses.accidental_hits(i, neg), batch["weight"])
+
+    def _train_step(self) -> TrainStep | None:
+        """A CUDA-graphed step where it applies (`recstack.models.pair_step.plan`), else None."""
+        from recstack.models.pair_step import GraphedPairStep, plan
+
+        self.step_plan_ = plan(self, self.device_)
+        return GraphedPairStep(self, self.train_config) if self.step_plan_.used else None
+
+    def _invalidate_tables(self) -> None:
+        """Called before every graphed step: a replayed optimiser step bumps no version counter,
+        so caches keyed on them (LightGCN's propagated tables) must be dropped explicitly."""
 
     def embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(user embeddings, item embeddings) as scored; cosine models return normalised ones."""

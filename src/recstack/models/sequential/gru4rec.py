@@ -61,9 +61,10 @@ class GRU4RecModule(nn.Module):
 class GRU4Rec(SequentialRecommender):
     """GRU4Rec (see `SequentialRecommender` for the shared arguments).
 
-    Defaults, the same for every data set: ``max_len=50, dim=64, hidden=128, n_layers=1,
+    Defaults, the same for every data set: ``max_len=50, dim=128, hidden=128, n_layers=1,
     dropout=0.5``, full cross-entropy (the loss GRU4Rec's authors recommend), Adam lr 3e-3
-    (dropout and lr chosen on Beauty and LastFM validation, benchmarks/grids/gru4rec.yaml), batch
+    (chosen on Beauty and LastFM validation, benchmarks/grids/gru4rec.yaml and
+    gru4rec_round2.yaml), batch
     128, up to 200 epochs with early stopping on validation NDCG@10 (patience 10).
 
     Args:
@@ -76,7 +77,7 @@ class GRU4Rec(SequentialRecommender):
     # the attention models' 1e-3
     _defaults: ClassVar[dict[str, Any]] = {**SequentialRecommender._defaults, "lr": 3e-3}
 
-    def __init__(self, max_len: int = 50, dim: int = 64, hidden: int = 128, n_layers: int = 1,
+    def __init__(self, max_len: int = 50, dim: int = 128, hidden: int = 128, n_layers: int = 1,
                  dropout: float = 0.5, loss: Literal["ce", "sampled", "bce"] = "ce", n_negatives: int = 256,
                  sampler: Literal["uniform", "popularity", "in_batch"] = "uniform", logq: bool = True, use_attributes: bool = False,
                  all_windows: bool = True, init_std: float = 0.02, device: str = "auto",
