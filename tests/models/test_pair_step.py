@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from recstack.data.dataset import Interactions, from_raw  # noqa: F401
+from recstack.data.dataset import Interactions, from_raw
 from recstack.models import MF, LightGCN
 from recstack.models.pair_step import GraphedPairStep, plan
 
@@ -78,13 +78,75 @@ def test_plan_says_why_the_graph_does_not_apply():
         plan(MF(cuda_graph="always"), torch.device("cpu"))
 
 
-def test_prepare_pads_the_short_last_batch_with_weight_zero_rows():
-    step = object.__new__(GraphedPairStep)
-    step.batch_size = 6
-    out = step.prepare({"user": torch.tensor([3, 4]), "item": torch.tensor([5, 6])}, torch.Generator())
-    assert out["user"].tolist() == [3, 4, 0, 0, 0, 0]
-    assert out["item"].tolist() == [5, 6, 0, 0, 0, 0]
-    assert out["weight"].tolist() == [1, 1, 0, 0, 0, 0]
+class _Recorder(torch.nn.Module):
+    """A stand-in model whose "loss" records each batch the epoch hands it."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.module_, self.batches = self, []
+
+    def _invalidate_tables(self) -> None:
+        pass
+
+    def _graph_loss(self, batch):
+        self.batches.append({k: v.clone() for k, v in batch.items()})
+        return (self.w.sum() - 1.0).square() * batch["weight"].sum() + batch["weight"].sum()
+
+
+@pytest.mark.parametrize("n", [10, 12, 1])
+def test_the_epoch_visits_every_example_once_in_perm_order_and_pads_the_last_batch(n):
+    from recstack.training.trainer import TrainConfig
+
+    rec = _Recorder()
+    step = GraphedPairStep(rec, TrainConfig(batch_size=4, lr=0.1), use_graph=False)
+    examples = {"user": torch.arange(n) * 10, "item": torch.arange(n) * 100}
+    for epoch in range(2):  # the second epoch reuses the buffers with a new order
+        rec.batches.clear()
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
+        total = step.run_epoch(examples, perm)
+        n_batches = -(-n // 4)
+        assert len(rec.batches) == n_batches
+        users = torch.cat([b["user"] for b in rec.batches])
+        weights = torch.cat([b["weight"] for b in rec.batches])
+        assert weights.tolist() == [1.0] * n + [0.0] * (4 * n_batches - n)
+        assert users[:n].tolist() == (perm * 10).tolist()
+        assert torch.equal(torch.cat([b["item"] for b in rec.batches])[:n], perm * 100)
+        # the summed batch losses, as the trainer's own loop returns them
+        assert float(total) > 0
+    assert step.steps == 2 * n_batches
+
+
+def test_mf_trains_through_the_epoch_step_and_learns(monkeypatch):
+    """The trainer's EpochStep path (here eager, on the CPU) trains MF as well as its plain path."""
+    from recstack.models.pair_step import GraphedPairStep as Step
+
+    data = _groups()
+    kw = dict(dim=16, loss="bpr", n_negatives=4, lr=0.05, batch_size=64, epochs=8, device="cpu", progress=False,
+              seed=0)
+    monkeypatch.setattr(MF, "_train_step", lambda self: Step(self, self.train_config, use_graph=False))
+    m = MF(**kw).fit(data)
+    assert m.train_result_.epochs_run == 8 and len(m.train_result_.history) == 8
+    losses = [h["loss"] for h in m.train_result_.history]
+    assert losses[-1] < 0.5 * losses[0]
+    # every user's top 10 lies in its own half of the catalogue
+    top, _ = m.recommend(np.arange(data.n_users), k=10, exclude_seen=False)
+    half = data.n_items // 2
+    own = [(np.asarray(t) // half == u % 2).mean() for u, t in enumerate(top)]
+    assert np.mean(own) > 0.9
+
+
+def _groups(n_users: int = 40, n_items: int = 60, per_user: int = 12) -> Interactions:
+    """Two user groups, each consuming items from its own half of the catalogue."""
+    rng = np.random.default_rng(0)
+    users, items = [], []
+    for u in range(n_users):
+        chosen = rng.choice(n_items // 2, size=per_user, replace=False) + (u % 2) * (n_items // 2)
+        users += [u] * per_user
+        items += list(chosen)
+    return from_raw(np.array(users), np.array(items))
 
 
 def test_lightgcn_defaults_are_the_papers():

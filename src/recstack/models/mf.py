@@ -16,7 +16,7 @@ from recstack import losses
 from recstack.data.dataset import Interactions
 from recstack.models.neural import NeuralRecommender
 from recstack.training.samplers import PopularitySampler, UniformSampler
-from recstack.training.trainer import TrainStep
+from recstack.training.trainer import EpochStep
 
 
 class MFModule(nn.Module):
@@ -160,13 +160,13 @@ class MF(NeuralRecommender):
 
     def _graph_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss of a padded batch with negatives drawn by fixed work (no host sync), for the
-        CUDA-graphed step (`recstack.models.pair_step`): rows of weight 0 are padding."""
+        CUDA-graphed epoch (`recstack.models.pair_step`): rows of weight 0 are padding."""
         u, i = batch["user"], batch["item"]
         neg, still = self.sampler_.sample_fixed(u, self.n_negatives)
         return self._pair_loss(u, i, neg, still | losses.accidental_hits(i, neg), batch["weight"])
 
-    def _train_step(self) -> TrainStep | None:
-        """A CUDA-graphed step where it applies (`recstack.models.pair_step.plan`), else None."""
+    def _train_step(self) -> EpochStep | None:
+        """The CUDA-graphed epoch where it applies (`recstack.models.pair_step.plan`), else None."""
         from recstack.models.pair_step import GraphedPairStep, plan
 
         self.step_plan_ = plan(self, self.device_)

@@ -27,7 +27,7 @@ from recstack.data.dataset import Interactions
 from recstack.data.interop import InteractionsLike, as_interactions
 from recstack.distributed.metrics import evaluate_ranking_sharded
 from recstack.models.base import Recommender, model_hparams
-from recstack.training.trainer import TrainConfig, Trainer, TrainResult, TrainStep
+from recstack.training.trainer import EpochStep, TrainConfig, Trainer, TrainResult, TrainStep
 
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -104,9 +104,9 @@ class NeuralRecommender(Recommender):
         )
         return self
 
-    def _train_step(self) -> TrainStep | None:
-        """The model's own training step for the trainer (e.g. a CUDA-graphed one), or None for
-        the trainer's plain step. Called after `_examples`."""
+    def _train_step(self) -> TrainStep | EpochStep | None:
+        """The model's own training step (or epoch) for the trainer (e.g. a CUDA-graphed one), or
+        None for the trainer's plain step. Called after `_examples`."""
         return None
 
     # ---- subclass hooks ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -62,6 +62,22 @@ class TrainStep(Protocol):
     def prepare(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, Any]: ...
 
     def __call__(self, batch: dict[str, Any]) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class EpochStep(Protocol):
+    """A model's own training step that runs a whole epoch itself, e.g. several batches per
+    CUDA graph replay so that the host does no work per batch (MF's graphed step).
+
+    ``run_epoch`` trains on `examples` in `perm` order, in batches of the configured size (the
+    last one short), and returns the sum of the batch losses as a device scalar, as the
+    trainer's own loop does; it calls ``progress(batches_done)`` now and then. ``optimizer`` is
+    what the trainer checkpoints and schedules."""
+
+    optimizer: torch.optim.Optimizer
+
+    def run_epoch(self, examples: dict[str, torch.Tensor], perm: torch.Tensor,
+                  progress: Callable[[int], None] | None = None) -> torch.Tensor: ...
 
 
 def _tensors(x: Any) -> Iterator[torch.Tensor]:
@@ -200,7 +216,7 @@ class Trainer:
         validate: Callable[[], dict[str, float]] | None = None,
         device: torch.device | None = None,
         make_optimizer: Callable[[nn.Module, TrainConfig], torch.optim.Optimizer] | None = None,
-        train_step: TrainStep | None = None,
+        train_step: TrainStep | EpochStep | None = None,
     ) -> TrainResult:
         """Train `module` on `examples` (aligned tensors, first dimension = examples).
 
@@ -210,8 +226,9 @@ class Trainer:
         `RESUMABLE_CHANGES` allow, or for another model shape: then CheckpointError, one line.
         `make_optimizer(module, config)` replaces `build_optimizer`, for models whose parts
         want different optimisers (e.g. FTRL for a wide part, row-wise Adagrad for sparse tables).
-        `train_step` replaces the per-batch step and its optimiser (see `TrainStep`); the
-        loss function is then not called. Not combined with torch.distributed.
+        `train_step` replaces the per-batch step (see `TrainStep`), or the whole epoch's loop
+        (see `EpochStep`), and its optimiser; the loss function is then not called. Not
+        combined with torch.distributed.
         """
         cfg = self.config
         device = device or next(module.parameters()).device
@@ -347,7 +364,7 @@ class Trainer:
     def _epoch(self, module: nn.Module, loss_fn: LossFn, examples: dict[str, torch.Tensor],
                perm: torch.Tensor, opt: torch.optim.Optimizer, gen: torch.Generator, use_amp: bool,
                prog: ProgressBar | None, label: str,
-               ddp: DataParallelLoss | None = None, train_step: TrainStep | None = None) -> torch.Tensor:
+               ddp: DataParallelLoss | None = None, train_step: TrainStep | EpochStep | None = None) -> torch.Tensor:
         """One pass over the examples in `perm` order; returns the summed batch losses.
         With `ddp`, each global batch is cut to this rank's part (see DataParallelLoss); with
         `train_step`, its `prepare` runs one batch ahead and it trains on each batch."""
@@ -359,6 +376,15 @@ class Trainer:
         # selection, compilation), with a device sync at both ends; a short epoch counts whole
         warm = _WARMUP_BATCHES if n_batches > 2 * _WARMUP_BATCHES else 0
         self.steady_ = (time.perf_counter(), 0)
+        if isinstance(train_step, EpochStep):
+            def progress(done: int) -> None:
+                if prog is not None and (done == n_batches or prog.due()):
+                    prog.update(prog.task_ids[0], completed=done, description=label)
+
+            total = train_step.run_epoch(examples, perm, progress)
+            _sync(device)
+            self.steady_samples_per_s_ = len(perm) / max(time.perf_counter() - self.steady_[0], 1e-9)
+            return total
         prepared = None
         if train_step is not None:
             prepared = one_ahead(lambda i: train_step.prepare(

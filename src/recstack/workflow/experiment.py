@@ -130,7 +130,7 @@ def fit_model(model: Recommender, sp: Split, seed: int = 0, valid_frac: float = 
 
     if not isinstance(model, NeuralRecommender):
         model.fit(sp.history("train+valid") if sp.valid is not None else sp.train)
-        return {"fit_on": "train+valid" if sp.valid is not None else "train"}
+        return {"fit_on": "train+valid" if sp.valid is not None else "train", **getattr(model, "fit_info_", {})}
     if sp.valid is not None and isinstance(model, EncodesSequences):
         model.fit(sp.train, valid=sp.valid, valid_exclude=None if exclude_seen else nothing_csr(sp))
         model.set_history(sp.history("train+valid"))
