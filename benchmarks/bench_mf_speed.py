@@ -5,7 +5,7 @@ dim 64, one uniform negative per positive (excluding the user's items), Adam, BP
 recstack side: the product's `MF` / `LightGCN` fitted through the Python API on all of train.txt
 (no validation), `--epochs` epochs; the epoch time is the trainer's own per-epoch `seconds`
 (training only, as RecBole's `_train_epoch`), the median after the first epoch (which includes
-the CUDA graph's capture). Variants: `graph` (the default step, one CUDA graph) and `plain`
+the CUDA graph's capture). Variants: `graph` (the default on CUDA: the epoch as replays of CUDA graphs, recstack.models.pair_step) and `plain`
 (`cuda_graph=never`). RecBole side: `../shared/peers/peer_recbole_epoch_time.py GOWALLA BPR N`,
 unchanged, in a subprocess (its epochs cover its own 98% split: the ratio is taken per
 interaction, i.e. on throughput).
