@@ -666,3 +666,206 @@ def test_a_slow_stage_cuts_the_stages_after_it(world):
     assert calls and res.degraded == "skip_fine" and res.skipped == ["fine"] and res.left_ms < 0
     assert len(res.items) == 6
     assert time.perf_counter() - t0 < 0.2 + 0.15  # the overrun, then only the re-ranking
+
+
+# ---- dynamic micro-batching (issue 22): run_batch equals run, request by request -------------------
+def mixed_requests(p, world, n: int = 24) -> list[Request]:
+    """Known users (some with k above default_k or filters), anonymous histories, cold starts."""
+    users, raw = world["assets"].users, world["assets"].catalog.ids
+    out = []
+    for j in range(n):
+        if j % 6 == 5:
+            out.append(p.request(k=4)[0])
+        elif j % 6 == 4:
+            out.append(p.request(history=raw[[j, j + 1, j + 2]].tolist(), k=7)[0])
+        elif j % 6 == 3:
+            out.append(p.request(user_id=users.ids[j].item(), k=25, exclude_items=raw[:5].tolist())[0])
+        else:
+            out.append(p.request(user_id=users.ids[j].item(), k=8, categories=["g1"] if j % 4 == 0 else ())[0])
+    return out
+
+
+def assert_same_result(batched, single, atol: float = 1e-5) -> None:
+    assert not isinstance(batched, Exception), batched
+    assert batched.items.tolist() == single.items.tolist()
+    np.testing.assert_allclose(batched.scores, single.scores, atol=atol, rtol=0)
+    assert [t.sources for t in batched.trace] == [t.sources for t in single.trace]
+    assert [t.rule for t in batched.trace] == [t.rule for t in single.trace]
+    for bt, st in zip(batched.trace, single.trace, strict=True):
+        assert bt.scores.keys() == st.scores.keys()
+        for key, v in st.scores.items():
+            assert (v is None) == (bt.scores[key] is None)
+            if v is not None:
+                assert abs(bt.scores[key] - v) <= atol
+    assert batched.counts == single.counts and batched.skipped == single.skipped
+    assert (batched.note, batched.degraded, batched.cold_start) == (single.note, single.degraded, single.cold_start)
+
+
+def test_run_batch_equals_run_request_by_request(pipe, world):
+    reqs = mixed_requests(pipe, world)
+    single = [pipe.run(r) for r in reqs]
+    batched = pipe.run_batch(reqs)
+    assert len(batched) == len(reqs)
+    for b, s in zip(batched, single, strict=True):
+        assert_same_result(b, s)
+    assert {"source.ann", "coarse", "fine", "rerank", "total"} <= set(batched[0].timings_ms)
+    assert pipe.run_batch([]) == []
+    assert_same_result(pipe.run_batch(reqs[:1])[0], single[0])  # a batch of one
+
+
+def test_batched_sources_and_rankers_equal_their_single_calls(pipe, world):
+    from recstack.pipeline.rankers import score_many
+    from recstack.pipeline.sources import candidates_many
+
+    reqs = mixed_requests(pipe, world)
+    for r in reqs:
+        r.scale = max(1.0, r.k / pipe.config.default_k)
+    for src in pipe.sources:
+        for got, req in zip(candidates_many(src, reqs), reqs, strict=True):
+            want = src.candidates(req)
+            assert got[0].tolist() == want[0].tolist()
+            np.testing.assert_allclose(got[1], want[1], atol=1e-5, rtol=0)
+    items = [np.asarray(src_items, np.int64) for src_items in
+             (np.arange(j % 7, 60, 2) if j % 5 else np.zeros(0, np.int64) for j in range(len(reqs)))]
+    for _, _, ranker in pipe.stages:
+        args = ([r.user for r in reqs], items, [r.history for r in reqs], [r.context for r in reqs])
+        for got, *one in zip(score_many(ranker, *args), *args, strict=True):
+            want = ranker.score(*one)
+            assert (got is None) == (want is None)
+            if want is not None:
+                np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_run_batch_isolates_a_failing_request(world):
+    """A source that fails for one request (k == 3 here) fails that request only, in the batched
+    call (retried request by request) as in the ranking stage."""
+
+    class Picky:
+        name = "picky"
+
+        def score(self, user, items, history, context):
+            if len(items) and user == 7:
+                raise RuntimeError("bad row for user 7")
+            return np.zeros(len(items), np.float32)
+
+        def score_batch(self, users, items, histories, contexts):
+            if 7 in users:
+                raise RuntimeError("one bad row fails the whole batched call")
+            return [self.score(*a) for a in zip(users, items, histories, contexts, strict=True)]
+
+    register_ranker("picky_for_batch", lambda name, spec, ctx: Picky())
+    cfg = base_config(rankers={**base_config()["rankers"], "picky": {"kind": "picky_for_batch"}},
+                      coarse={"ranker": "picky", "keep": 40})
+    p = build_pipeline(PipelineConfig.from_dict(cfg), world["assets"])
+    users = world["assets"].users
+    reqs = [p.request(user_id=users.ids[u].item(), k=5)[0] for u in (2, 7, 9, 3)]
+    bad_source = p.sources[1]
+    orig = bad_source.candidates
+
+    def candidates(req):
+        if req.k == 3:
+            raise ValueError("source failure for this request")
+        return orig(req)
+
+    bad_source.candidates = candidates
+    bad_source.candidates_batch = lambda rs: [candidates(r) for r in rs]
+    reqs.append(p.request(user_id=users.ids[11].item(), k=3)[0])
+    out = p.run_batch(reqs)
+    assert isinstance(out[1], RuntimeError) and "user 7" in str(out[1])
+    assert isinstance(out[4], ValueError)
+    for j in (0, 2, 3):
+        assert_same_result(out[j], p.run(reqs[j]))
+
+
+def test_run_batch_degrades_each_request_by_its_own_deadline(world):
+    """One batch, four deadlines (bands hundreds of ms wide: real stage times never decide):
+    each request gets what `run` gives it with the same time left."""
+    p = build_pipeline(PipelineConfig.from_dict(base_config(budget_ms=BIG)), world["assets"])
+    users = world["assets"].users
+    reqs = [p.request(user_id=users.ids[u].item(), k=8)[0] for u in (4, 5, 6, 7)]
+    now = time.perf_counter()
+    lefts = (5000, 3000, 2000, 1075)
+    out = p.run_batch(reqs, [now + ms / 1e3 for ms in lefts])
+    assert [r.degraded for r in out] == [None, "skip_fine", "skip_ranking", "popular"]
+    for res, req, ms in zip(out, reqs, lefts, strict=True):
+        want = p.run(req, deadline=time.perf_counter() + ms / 1e3)
+        assert res.items.tolist() == want.items.tolist() and res.skipped == want.skipped
+        assert len(res.items) == 8
+    assert all(set(t.sources) <= {"pop", "fresh"} for t in out[3].trace)
+
+
+def test_batched_ctr_rankers_equal_their_single_scores(ctr_task, world, tmp_path):
+    """FM (coarse) and DIN (fine) fast paths: one forward for all requests' candidates equals
+    each request's own forward (histories of different lengths, anonymous, empty, cold start)."""
+    from recstack.pipeline.ctr import load_ctr_ranker
+    from recstack.pipeline.ranker_training import train_pipeline_rankers
+
+    _, _, task = ctr_task
+    small = {"epochs": 1, "batch_size": 256}
+    train_pipeline_rankers(task, tmp_path / "r", {**small, "dim": 4}, {**small, "dim": 8}, log=lambda m: None)
+    a = world["assets"]
+    rng = np.random.default_rng(3)
+    users = [3, None, 5, None, 8, 0, None]
+    hists = [a.users.history(3), np.array([0, 1, 2]), np.zeros(0, np.int64), np.zeros(0, np.int64),
+             np.concatenate([a.users.history(8), rng.integers(0, a.catalog.n_items, 30)]), a.users.history(0)[:1],
+             rng.integers(0, a.catalog.n_items, 3)]
+    items = [rng.permutation(a.catalog.n_items)[: 5 + 7 * j] for j in range(len(users))]
+    items[2] = np.zeros(0, np.int64)
+    for name in ("coarse_ctr", "fine_ctr"):
+        r = load_ctr_ranker(name, tmp_path / "r" / name, a.catalog, a.users)
+        assert (r.fm_tables if name == "coarse_ctr" else r.din_tables) is not None
+        got = r.score_batch(users, items, hists, [{}] * len(users))
+        for g, u, it, h in zip(got, users, items, hists, strict=True):
+            want = r.score(u, it, h, {})
+            assert (g is None) == (want is None)
+            if want is not None:
+                np.testing.assert_allclose(g, want, atol=1e-6, rtol=0)
+        assert got[3] is None  # cold start abstains
+
+
+@pytest.mark.parametrize("chunk", [1 << 16, 7])
+def test_aggregate_rows_batch_is_bit_for_bit(world, monkeypatch, chunk):
+    from recstack.pipeline import matrices
+    from recstack.pipeline.matrices import aggregate_rows_batch
+
+    monkeypatch.setattr(matrices, "_CHUNK_ENTRIES", chunk)  # 7: one request per chunk
+    monkeypatch.setattr(matrices._recent, "cache", None)
+    m = world["assets"].matrix("knn")
+    rng = np.random.default_rng(0)
+    seeds = [rng.integers(0, m.shape[0], n) for n in (1, 5, 3, 12, 1)]
+    weights = [(0.9 ** np.arange(len(s))).astype(np.float32) for s in seeds]
+    got = aggregate_rows_batch(m, seeds, weights)
+    for g, s, w in zip(got, seeds, weights, strict=True):
+        want = _aggregate_uncached(m, s, w)
+        assert np.array_equal(g, want)
+        assert not g.flags.writeable
+
+
+def _aggregate_uncached(m, seeds, weights):
+    from recstack.pipeline.matrices import _aggregate
+
+    return _aggregate(m, np.asarray(seeds, np.int64), np.asarray(weights, np.float32))
+
+
+def test_run_batch_plans_with_the_batch_size(world):
+    """A stage measured at 1 s per request costs a batch of 4 about 4 s: with 5 s left the batch
+    skips the fine stage that a lone request (plan: 4 s) would run."""
+    p = build_pipeline(PipelineConfig.from_dict(base_config(budget_ms=BIG)), world["assets"])
+    users = world["assets"].users
+    reqs = [p.request(user_id=users.ids[u].item(), k=8)[0] for u in (4, 5, 6, 7)]
+    p.batch_cost_ms["fine"] = 1000.0
+    out = p.run_batch(reqs, [time.perf_counter() + 5.0] * 4)
+    assert [r.degraded for r in out] == ["skip_fine"] * 4
+    p.batch_cost_ms["fine"] = 1000.0
+    assert p.run_batch(reqs[:1], [time.perf_counter() + 5.0])[0].degraded is None
+    assert p.batch_cost_ms["retrieval"] > 0 and p.batch_cost_ms["rerank"] > 0  # measured as it runs
+
+
+def test_evaluation_through_run_batch_gives_the_same_metrics(pipe, world):
+    test = world["split"].test.csr()
+    one = evaluate_pipeline(pipe, test, ks=(5, 10), per_user=True)
+    batched = evaluate_pipeline(pipe, test, ks=(5, 10), per_user=True, batch_size=16)
+    assert batched["users"] == one["users"] == 90
+    for key in ("ndcg@10", "hr@10", "recall@10", "ndcg@5"):
+        assert batched[key] == one[key]
+        assert np.array_equal(batched["per_user"][key], one["per_user"][key])

@@ -100,7 +100,7 @@ def test_ample_budget_answers_exactly_as_without_a_deadline(bundles):
     (1870, "popular", "answered from the popular / fresh"),  # 130 ms left: no personalised retrieval
 ])
 def test_budget_eaten_by_queueing_gives_a_degraded_answer_in_time(bundles, waited_ms, reason, text):
-    app = Queued(create_app(bundles["big"], ServiceSettings(deadline_ms=DEADLINE, warmup_requests=0)))
+    app = Queued(create_app(bundles["big"], ServiceSettings(deadline_ms=DEADLINE, warmup_requests=0, plan_fraction=1.0)))
     with TestClient(app) as client:
         full = client.post("/recommend", json={"user_id": "u4"}).json()
         app.wait = waited_ms / 1e3
@@ -123,7 +123,7 @@ def test_budget_eaten_by_queueing_gives_a_degraded_answer_in_time(bundles, waite
 @pytest.mark.parametrize("waited_ms", [1950, 5000])  # 50 ms left (< 70 for the cheapest answer); past it
 def test_no_time_left_is_a_fast_503_with_retry_after(bundles, waited_ms):
     app = Queued(create_app(bundles["big"], ServiceSettings(deadline_ms=DEADLINE, warmup_requests=0,
-                                                            retry_after_s=2)))
+                                                            retry_after_s=2, plan_fraction=1.0)))
     with TestClient(app) as client:
         app.wait = waited_ms / 1e3
         t0 = time.perf_counter()
@@ -167,7 +167,7 @@ def test_the_server_counts_time_queued_behind_other_requests(bundles):
     blocking the event loop for 0.25 s (a slow stage, as CPU work would) past the 100 ms
     deadline. The second request's clock started when its bytes were read, so it is shed at
     once instead of waiting another 0.25 s for a late answer."""
-    app = create_app(bundles["v1"], ServiceSettings(deadline_ms=100, warmup_requests=0))
+    app = create_app(bundles["v1"], ServiceSettings(deadline_ms=100, warmup_requests=0, plan_fraction=1.0))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -201,3 +201,22 @@ def test_the_server_counts_time_queued_behind_other_requests(bundles):
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+def test_the_pipeline_plans_to_a_fraction_of_the_deadline(bundles):
+    """plan_fraction 0.5 of a 2000 ms deadline: a request that waited 650 ms has 350 ms of its
+    1000 ms plan left, so it skips the fine stage (as one with 350 ms left of its deadline
+    would), although 1350 ms of the deadline remain; shedding still waits for the deadline."""
+    app = Queued(create_app(bundles["big"], ServiceSettings(deadline_ms=DEADLINE, warmup_requests=0,
+                                                            plan_fraction=0.5)))
+    with TestClient(app) as client:
+        app.wait = 0.650
+        body = client.post("/recommend", json={"user_id": "u4"}).json()
+        assert body["degraded"].startswith("skipped fine ranking") and body["degraded"].endswith("ms left of 1000")
+        app.wait = 1.5  # past the plan, 500 ms before the deadline: the popular answer, not a 503
+        r = client.post("/recommend", json={"user_id": "u4"})
+        assert r.status_code == 200 and r.json()["degraded"].startswith("answered from the popular")
+        app.wait = 1.95  # 50 ms left of the deadline: shed
+        assert client.post("/recommend", json={"user_id": "u4"}).status_code == 503
+    with pytest.raises(ValueError, match="plan_fraction"):
+        ServiceSettings(plan_fraction=0.0)

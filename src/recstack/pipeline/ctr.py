@@ -21,7 +21,7 @@ Two paths, same features:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -351,6 +351,75 @@ class FastCTRRanker:
             z = self.module(self.batch(user, items, history))
             z = z[:, 0] if z.ndim == 2 else z  # multi-task: primary task
             return torch.sigmoid(z.float()).numpy()
+
+    def score_batch(self, users: Sequence[int | None], items: Sequence[np.ndarray],
+                    histories: Sequence[np.ndarray], contexts: Sequence[Mapping[str, Any]]
+                    ) -> list[np.ndarray | None]:
+        """`score` of several requests with one forward over all their candidates: the
+        candidates are concatenated and each row carries its request's user / history side
+        (FM: the pooled history rows; other models: the requests' model tensors stacked; DIN
+        runs its split forward per request, see below). Equal to `score` to float rounding."""
+        out: list[np.ndarray | None] = [None] * len(items)
+        live = []
+        for j, (u, it, h) in enumerate(zip(users, items, histories, strict=True)):
+            if u is None and len(h) == 0:
+                continue  # cold start: abstain, as `score`
+            if len(it) == 0:
+                out[j] = np.zeros(0, np.float32)
+            else:
+                live.append(j)
+        if not live:
+            return out
+        sizes = [len(items[j]) for j in live]
+        idx = torch.from_numpy(np.concatenate([np.asarray(items[j], np.int64) for j in live]))
+        seg = torch.from_numpy(np.repeat(np.arange(len(live)), sizes))
+        us = [users[j] for j in live]
+        hs = [np.asarray(histories[j], np.int64) for j in live]
+        with torch.inference_mode():
+            if self.fm_tables is not None:
+                p = self._score_fm_batch(us, idx, hs, seg)
+            elif self.din_tables is not None:
+                # DIN per request: its cost is the attention unit over every (candidate, history
+                # position) pair, not per-call overhead; batched, the [N, L, H] intermediates
+                # outgrow the CPU caches and cost ~3x more per request (measured: 200
+                # candidates x 20 positions, 16 requests: 1.1 ms each alone, 3.1 ms batched)
+                p = torch.cat([torch.from_numpy(self._score_din(u, items[j], h)) for u, j, h in zip(us, live, hs, strict=True)])
+            else:
+                parts = [self.batch(u, items[j], h) for u, j, h in zip(us, live, hs, strict=True)]
+                z = self.module({key: torch.cat([b[key] for b in parts]) for key in parts[0]})
+                z = z[:, 0] if z.ndim == 2 else z  # multi-task: primary task
+                p = torch.sigmoid(z.float())
+        for j, part in zip(live, torch.split(p, sizes), strict=True):
+            out[j] = part.numpy()
+        return out
+
+    def _users(self, users: Sequence[int | None]) -> torch.Tensor:
+        return torch.tensor([self.anonymous if u is None else int(u) for u in users], dtype=torch.long)
+
+    def _histories(self, hs: Sequence[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last `max_len` items of each history, concatenated, with their request's row."""
+        hs = [h[-max_len:] for h in hs]
+        flat = torch.from_numpy(np.concatenate(hs)) if hs else torch.zeros(0, dtype=torch.long)
+        return flat, torch.from_numpy(np.repeat(np.arange(len(hs)), [len(h) for h in hs]))
+
+    def _score_fm_batch(self, users: Sequence[int | None], idx: torch.Tensor, hs: Sequence[np.ndarray],
+                        seg: torch.Tensor) -> torch.Tensor:
+        """`_score_fm` of several requests: user sides pooled with one `index_add_` each."""
+        lin0, s_item, q_item, _ = self.fm_tables
+        lin_t, s_t, q_t = self._fm_users
+        u = self._users(users)
+        lin_u, s_u, q_u = lin_t[u], s_t[u], q_t[u]
+        if self._fm_history is not None:
+            rows, valid = self._fm_history
+            h, hseg = self._histories(hs, self.history_bag[2])
+            pooled = torch.zeros(len(hs), rows.shape[1]).index_add_(0, hseg, rows[h])
+            count = torch.zeros(len(hs)).index_add_(0, hseg, valid[h]).clamp_min(1.0)
+            pooled = pooled / count.unsqueeze(1)
+            e_h, l_h = pooled[:, :-1], pooled[:, -1]
+            lin_u, s_u, q_u = lin_u + l_h, s_u + e_h, q_u + e_h.square().sum(1)
+        s = s_item[idx] + s_u[seg]
+        z = lin0[idx] + lin_u[seg] + 0.5 * (s.square().sum(1) - q_item[idx] - q_u[seg])
+        return torch.sigmoid(z)
 
     def _score_fm(self, user: int | None, items: np.ndarray, history: np.ndarray) -> np.ndarray:
         """FM scores from the per-item tables and the request's user side; equal to the full

@@ -9,6 +9,8 @@ from recstack.index.embeddings import embedding_tables
 from recstack.models.base import Recommender
 from recstack.models.capabilities import FoldsInHistory
 
+_MEMO = 256  # memoised queries: more than one micro-batch (max_batch 32 by default)
+
 
 class QueryEncoder:
     """Encodes a request as a query vector of `model`'s space, s.t. score = <query, item>.
@@ -24,16 +26,17 @@ class QueryEncoder:
         self.name, self.model, self.history_len = name, model, history_len
         self.user_table, self.item_table = embedding_tables(model)
         self._fold = isinstance(model, FoldsInHistory) and bool(getattr(model, "use_history", False))
-        self._memo: tuple[tuple, np.ndarray | None] = ((), None)
+        self._memo: dict[tuple, np.ndarray | None] = {}
 
     def query(self, user: int | None, history: np.ndarray) -> np.ndarray | None:
-        """The query vector [d], or None. The last result is memoised, so the retrieval
-        source and a ranker on the same model encode a request once."""
+        """The query vector [d], or None. The last `_MEMO` results are memoised, so the
+        retrieval source and the rankers on the same model encode a request once, also when a
+        micro-batch interleaves them (source for all requests, then each ranker for all)."""
         hist = history[-self.history_len :]
         key = (user, hist.tobytes())
-        memo = self._memo  # one read: another thread may replace it meanwhile
-        if memo[0] == key:
-            return memo[1]
+        memo = self._memo
+        if key in memo:
+            return memo[key]
         q = None
         if user is not None and user < len(self.user_table):
             q = self.user_table[user]
@@ -43,5 +46,7 @@ class QueryEncoder:
                     q = self.model.new_user_embedding(history_items=hist.tolist()).cpu().numpy()
             else:
                 q = self.item_table[hist].mean(0)
-        self._memo = (key, q)
+        if len(memo) >= _MEMO:
+            memo.clear()  # a batch's worth at most: cheaper than LRU bookkeeping per request
+        memo[key] = q
         return q

@@ -15,7 +15,7 @@ from recstack.pipeline.assets import Assets
 from recstack.pipeline.config import PipelineConfig, SourceConfig, StageConfig
 from recstack.pipeline.matrices import top_n
 from recstack.pipeline.merge import merge
-from recstack.pipeline.rankers import Ranker, RankerContext
+from recstack.pipeline.rankers import Ranker, RankerContext, score_many
 from recstack.pipeline.request import Request, encode_request
 from recstack.pipeline.rerank import Reranker
 from recstack.pipeline.sources import (
@@ -24,6 +24,7 @@ from recstack.pipeline.sources import (
     NeighbourSource,
     SequenceModelSource,
     StaticSource,
+    candidates_many,
 )
 
 STAGES = ("coarse", "fine")
@@ -84,6 +85,9 @@ class Pipeline:
                          for j in range(len(self.stages))]
         self.full_ms = b.retrieval + b.rerank  # personalised retrieval + re-ranking
         self.min_budget_ms = b.fallback + b.rerank  # less than this left: shed the request
+        # measured ms per request of each part of a batched run (moving averages): a batch's
+        # stage takes about that times the batch size, which may exceed the per-request budget
+        self.batch_cost_ms = {part: 0.0 for part in ("retrieval", "fallback", *(n for n, _, _ in self.stages), "rerank")}
 
     def plan(self, left_ms: float) -> str | None:
         """What a request with `left_ms` of its deadline left at the start gets: None (every
@@ -185,6 +189,166 @@ class Pipeline:
         note = self._shortfall(req, counts) if len(out.items) < req.k else None
         return PipelineResult(out.items, out.scores, trace, timings, counts, req.cold_start, skipped, note,
                               degraded, left_ms)
+
+    def _batch_ms(self, part: str, n: int) -> float:
+        """Planned ms of `part` for `n` requests run together: its budget (`budget_ms`), or the
+        measured per-request cost times n when that is more."""
+        return max(getattr(self.config.budget_ms, part), self.batch_cost_ms[part] * n)
+
+    def _observe(self, part: str, ms: float, n: int) -> None:
+        if n:
+            c = self.batch_cost_ms
+            c[part] = ms / n if c[part] == 0.0 else 0.8 * c[part] + 0.2 * ms / n
+
+    def run_batch(self, reqs: Sequence[Request], deadlines: Sequence[float | None] | None = None
+                  ) -> list[PipelineResult | Exception]:
+        """Run several requests together (dynamic micro-batching): every source and ranking
+        stage makes one call for all of them (`candidates_batch` / `score_batch` where the
+        source or ranker has one: the sequence encoder, the ANN search, the item-item sums, the
+        blends and CTR models; per request otherwise), so N concurrent requests cost far less
+        than N runs. Merging, ordering and re-ranking stay per request (a few vectorised numpy
+        calls each, nothing per candidate).
+
+        Returns one entry per request, in order: the `PipelineResult` that `run(req, deadline)`
+        gives (items and order equal; scores equal to float rounding of the batched products),
+        or the exception that request raised; one failing request never fails the others.
+        Deadlines work per request as in `run`: each request's plan is made at the batch's
+        start, and before each ranking stage the requests whose time left no longer pays for it
+        skip it and the stages after it. What a stage costs is batch-aware: its budget, or the
+        measured cost per request (`batch_cost_ms`) times the batch size when larger, so a large
+        batch under tight deadlines degrades requests instead of finishing them late. A
+        request's stage timings are the batch's (the time it spent in that stage)."""
+        clock = time.perf_counter
+        n = len(reqs)
+        deadlines = list(deadlines) if deadlines is not None else [None] * n
+        if len(deadlines) != n:
+            raise ValueError(f"run_batch: {n} requests but {len(deadlines)} deadlines")
+        t_start = clock()
+        timings: list[dict[str, float]] = [{} for _ in range(n)]
+        counts: list[dict[str, int]] = [{} for _ in range(n)]
+        errors: list[Exception | None] = [None] * n
+        degraded: list[str | None] = [None] * n
+        left_ms: list[float | None] = [None] * n
+        planned = [len(self.stages)] * n
+        full, fallback = [], []
+        full_ms = self._batch_ms("retrieval", n) + self._batch_ms("rerank", n)
+        plan_ms, acc = [], full_ms
+        for name, _, _ in self.stages:
+            acc += self._batch_ms(name, n)
+            plan_ms.append(acc)
+        for j, (req, deadline) in enumerate(zip(reqs, deadlines, strict=True)):
+            req.scale = max(1.0, req.k / self.config.default_k)
+            if deadline is not None:
+                left = (deadline - t_start) * 1e3
+                if left < full_ms:
+                    degraded[j], left_ms[j] = "popular", left
+                    fallback.append(j)
+                    continue
+                if self.stages and left < plan_ms[-1]:
+                    planned[j], left_ms[j] = sum(left >= ms for ms in plan_ms), left
+            full.append(j)
+        lists: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(n)]
+        names: list[list[str]] = [[] for _ in range(n)]
+        weights: list[list[float]] = [[] for _ in range(n)]
+        groups = (("retrieval", full, list(zip(self.sources, self.weights, strict=True))),
+                  ("fallback", fallback, self.fallback))
+        for part, group, sources in groups:
+            t_group = clock()
+            for src, weight in sources if group else ():
+                t0 = clock()
+                outs = candidates_many(src, [reqs[j] for j in group])
+                dt = (clock() - t0) * 1e3
+                for j, got in zip(group, outs, strict=True):
+                    if isinstance(got, Exception):
+                        errors[j] = errors[j] or got
+                        continue
+                    timings[j][f"source.{src.name}"] = dt
+                    counts[j][f"source.{src.name}"] = len(got[0])
+                    lists[j].append(got)
+                    names[j].append(src.name)
+                    weights[j].append(weight)
+            self._observe(part, (clock() - t_group) * 1e3, len(group))
+        cands: list[Any] = [None] * n
+        t0 = clock()
+        for j in range(n):
+            if errors[j] is None:
+                try:
+                    cands[j] = merge(lists[j], weights[j], self.config.max_candidates)
+                except Exception as e:  # noqa: BLE001 - this request only
+                    errors[j] = e
+                    continue
+                counts[j]["merged"] = len(cands[j])
+        t1 = clock()
+        for j in range(n):
+            timings[j]["merge"] = (t1 - t0) * 1e3
+            timings[j]["retrieval"] = (t1 - t_start) * 1e3
+
+        last, skipped = ["retrieval"] * n, [[] for _ in range(n)]
+        for si, (name, stage, ranker) in enumerate(self.stages):
+            t0 = clock()
+            live = [j for j in range(n) if errors[j] is None]
+            need = self._batch_ms(name, sum(degraded[j] is None for j in live)) + self._batch_ms("rerank", len(live))
+            run = []
+            for j in live:
+                deadline = deadlines[j]
+                if (deadline is not None and degraded[j] is None
+                        and (si >= planned[j] or (deadline - t0) * 1e3 < need)):
+                    degraded[j] = "skip_ranking" if last[j] == "retrieval" else f"skip_{name}"
+                    if si < planned[j]:
+                        left_ms[j] = (deadline - t0) * 1e3
+                if degraded[j] is None and len(cands[j]):
+                    run.append(j)
+            outs = dict(zip(run, score_many(ranker, [reqs[j].user for j in run], [cands[j].items for j in run],
+                                            [reqs[j].history for j in run], [reqs[j].context for j in run]),
+                            strict=True)) if run else {}
+            for j in live:
+                s = outs.get(j)
+                c = cands[j]
+                if isinstance(s, Exception):
+                    errors[j] = s
+                    continue
+                if s is None:
+                    skipped[j].append(name)
+                    s = np.full(len(c), np.nan, np.float32)
+                    order = np.arange(min(reqs[j].pool(stage.keep), len(c)))
+                else:
+                    s = np.asarray(s, np.float32)
+                    if s.shape != c.items.shape:
+                        errors[j] = ValueError(f"ranker '{ranker.name}' returned {s.shape} scores for {len(c)} items")
+                        continue
+                    order = np.argsort(-s, kind="stable")[: reqs[j].pool(stage.keep)]
+                    last[j] = name
+                c.scores[name] = s
+                cands[j] = c.take(order)
+            dt = (clock() - t0) * 1e3
+            self._observe(name, dt, len(run))
+            for j in live:
+                if errors[j] is None:
+                    timings[j][name] = dt
+                    counts[j][name] = len(cands[j])
+
+        results: list[PipelineResult | Exception] = []
+        t_rerank = clock()
+        for j, req in enumerate(reqs):
+            if errors[j] is not None:
+                results.append(errors[j])
+                continue
+            try:
+                t0 = clock()
+                c = cands[j]
+                out = self.reranker.run(c.items, c.scores[last[j]], req)
+                trace = self._trace(c, out, names[j])
+                t1 = clock()
+                timings[j]["rerank"] = (t1 - t0) * 1e3
+                timings[j]["total"] = (t1 - t_start) * 1e3
+                counts[j]["returned"] = len(out.items)
+                note = self._shortfall(req, counts[j]) if len(out.items) < req.k else None
+                results.append(PipelineResult(out.items, out.scores, trace, timings[j], counts[j], req.cold_start,
+                                              skipped[j], note, degraded[j], left_ms[j]))
+            except Exception as e:  # noqa: BLE001 - this request only
+                results.append(e)
+        self._observe("rerank", (clock() - t_rerank) * 1e3, n)
+        return results
 
     def _shortfall(self, req: Request, counts: dict[str, int]) -> str:
         """Why a request got fewer than k items (only computed when it did): too few eligible

@@ -92,6 +92,11 @@ class LoadReport:
     latency_ms: dict[str, float]  # p50, p95, p99, max, mean (from the scheduled send time)
     swap: dict[str, Any] | None = None
     p99_ms_by_second: list[float] = field(default_factory=list)  # by scheduled send second
+    deadline_ms: float | None = None  # the service's deadline the answers are checked against
+    late: int = 0  # requests answered (or failed) later than `deadline_ms` after their send time
+    # the server's own counts over the run (deltas of its /metrics; None when unreadable):
+    # /recommend outcomes by "outcome/reason", and the micro-batcher's batches and mean size
+    server: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,10 +118,23 @@ class _Pool:
         self.free = asyncio.Semaphore(size)
 
     def encode(self, path: str, body: dict) -> bytes:
+        """A complete request (no `X-Request-Start` stamp)."""
+        head, data = self.encode_parts(path, body)
+        return head + b"\r\n" + data
+
+    def encode_parts(self, path: str, body: dict) -> tuple[bytes, bytes]:
+        """(the head without its closing blank line, the body): `stamp` completes it."""
         data = json.dumps(body).encode()
         head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(data)}\r\n\r\n")
-        return head.encode() + data
+                f"Content-Length: {len(data)}\r\n")
+        return head.encode(), data
+
+    @staticmethod
+    def stamp(encoded: tuple[bytes, bytes], sent: float) -> bytes:
+        """The request with `X-Request-Start: t=<Unix seconds>` (its scheduled send time): the
+        server counts its deadline from then, socket-buffer time included."""
+        head, data = encoded
+        return b"%sX-Request-Start: t=%.6f\r\n\r\n%s" % (head, sent, data)
 
     async def open(self, n: int) -> None:
         """Open `n` connections ahead (before the clock starts)."""
@@ -181,7 +199,7 @@ class _Pool:
 
 async def _run(url: str, path: str, payloads: Sequence[dict], rate: float, duration: float,
                max_requests: int, concurrency: int, timeout: float,
-               swap: dict[str, Any] | None, client: str) -> LoadReport:
+               swap: dict[str, Any] | None, client: str, deadline_ms: float | None = None) -> LoadReport:
     n = min(max_requests, int(rate * duration))
     lat = np.full(n, np.nan)
     kinds: Counter[str] = Counter()
@@ -190,18 +208,20 @@ async def _run(url: str, path: str, payloads: Sequence[dict], rate: float, durat
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     lean = client == "lean" and urlparse(url).scheme == "http"
     pool = _Pool(url, concurrency, timeout) if lean else None
-    encoded = [pool.encode(path, b) for b in payloads] if lean else []
+    encoded = [pool.encode_parts(path, b) for b in payloads] if lean else []
     if lean:  # connections a steady 100 QPS keeps busy, opened before the clock starts
         await pool.open(4)
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
+        before = await _server_counts(client)
         start = time.perf_counter() + 0.05
+        wall_start = time.time() + (start - time.perf_counter())
 
         async def one(j: int) -> None:
             nonlocal ok
             due = start + j / rate
             if lean:
                 try:
-                    status = await pool.post(encoded[j % len(encoded)])
+                    status = await pool.post(pool.stamp(encoded[j % len(encoded)], wall_start + j / rate))
                     if status == 200:
                         ok += 1
                     else:
@@ -250,6 +270,7 @@ async def _run(url: str, path: str, payloads: Sequence[dict], rate: float, durat
         if swap_task is not None:
             await swap_task
         wall = time.perf_counter() - start
+        after = await _server_counts(client)
     if pool is not None:
         pool.close()
     ms = lat[np.isfinite(lat)] * 1e3
@@ -260,18 +281,51 @@ async def _run(url: str, path: str, payloads: Sequence[dict], rate: float, durat
     second = (np.arange(n) / rate).astype(int)
     by_second = [round(float(np.percentile(lat[(second == s) & np.isfinite(lat)] * 1e3, 99)), 2)
                  for s in range(int(second.max(initial=-1)) + 1) if np.isfinite(lat[second == s]).any()]
+    late = int((~(lat <= deadline_ms / 1e3)).sum()) if deadline_ms else 0  # NaN (never answered) counts
+    server = None
+    if before is not None and after is not None:
+        server = {key: round(after.get(key, 0.0) - before.get(key, 0.0), 6) for key in after}
+        batches = server.get("batches", 0.0)
+        server["mean_batch_size"] = round(server.get("batched_requests", 0.0) / batches, 3) if batches else None
     return LoadReport(url, rate, round(wall, 3), n, ok, errors, dict(kinds), round((ok + errors) / wall, 2),
-                      pct, swap_result, by_second)
+                      pct, swap_result, by_second, deadline_ms, late, server)
+
+
+def _parse_counts(text: str) -> dict[str, float]:
+    """The counters a load test reports from a service's Prometheus text: /recommend outcomes
+    ("full/", "degraded/skip_fine", ..., "shed/deadline") and the batcher's batches."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("recstack_recommend_outcomes_total{"):
+            labels, _, value = line.partition("} ")
+            kv = dict(part.split("=", 1) for part in labels.split("{", 1)[1].split(","))
+            out[f"{kv['outcome'].strip(chr(34))}/{kv['reason'].strip(chr(34))}"] = float(value)
+        elif line.startswith("recstack_batch_size_count "):
+            out["batches"] = float(line.split()[1])
+        elif line.startswith("recstack_batch_size_sum "):
+            out["batched_requests"] = float(line.split()[1])
+    return out
+
+
+async def _server_counts(client: Any) -> dict[str, float] | None:
+    try:
+        r = await client.get("/metrics", timeout=10.0)
+        return _parse_counts(r.text) if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
 
 
 def run_loadtest(url: str, payloads: Sequence[dict], rate: float = 100.0, duration: float = 30.0,
                  max_requests: int = 100_000, path: str = "/recommend", concurrency: int = 64,
                  timeout: float = 10.0, swap: dict[str, Any] | None = None,
-                 client: str = "lean") -> LoadReport:
+                 client: str = "lean", deadline_ms: float | None = 200.0) -> LoadReport:
     """Send `min(max_requests, rate * duration)` POSTs of `payloads` (cycled) to `url + path` at
     `rate` per second. `swap` = {"at": seconds, "path": bundle or None, "token": admin token}
     triggers a hot swap during the run. `client`: "lean" (the asyncio HTTP/1.1 client, http
-    URLs) or "httpx" (for comparison; always used for https)."""
+    URLs) or "httpx" (for comparison; always used for https). `deadline_ms`: the service's
+    deadline (`recstack serve`'s default 200 ms); the report counts requests answered later
+    (`late`). The lean client stamps each request with `X-Request-Start` (its scheduled time).
+    The report's `server` holds the service's own counts over the run (outcomes, batches)."""
     check_loopback(url)
     if client not in ("lean", "httpx"):
         raise ValueError(f"loadtest: client must be 'lean' or 'httpx', got {client!r}")
@@ -287,7 +341,7 @@ def run_loadtest(url: str, payloads: Sequence[dict], rate: float = 100.0, durati
     gc.disable()  # a collector pause in the load generator would be charged to the server
     try:
         return asyncio.run(_run(url.rstrip("/"), path, payloads, rate, duration, max_requests,
-                                concurrency, timeout, swap, client))
+                                concurrency, timeout, swap, client, deadline_ms))
     finally:
         if enabled:
             gc.enable()

@@ -40,6 +40,14 @@ class ServiceMetrics:
         self.queue_wait = Histogram("recstack_queue_wait_seconds",
                                     "time a /recommend request waited before its handler started",
                                     buckets=_BUCKETS, registry=r)
+        # dynamic micro-batching of /recommend (`recstack.serving.batcher`)
+        self.batch_size = Histogram("recstack_batch_size", "/recommend requests per batched pipeline call",
+                                    buckets=(1, 2, 4, 8, 16, 24, 32, 48, 64, 128), registry=r)
+        self.batch_seconds = Histogram("recstack_batch_seconds", "duration of one batched pipeline call",
+                                       buckets=_BUCKETS, registry=r)
+        self.batch_wait = Histogram("recstack_batch_queue_seconds",
+                                    "time a /recommend request waited in the batcher's queue", buckets=_BUCKETS,
+                                    registry=r)
         self.swaps = Counter("recstack_bundle_swaps_total", "bundle hot swaps", ["result"], registry=r)
         # export the series at 0 before the first request; children resolved once (no label
         # lookup per request)
@@ -88,6 +96,15 @@ class ServiceMetrics:
         for stage, child in self._stage_children.items():
             if stage in timings_ms:
                 child.observe(timings_ms[stage] / 1e3)
+
+    def observe_batch(self, stats) -> None:
+        """One batch of the micro-batcher (`BatchStats`): its size, duration and queue waits
+        (shed requests are counted by the handler, as outcome `shed`)."""
+        if stats.size:
+            self.batch_size.observe(stats.size)
+            self.batch_seconds.observe(stats.seconds)
+        for w in stats.waits:
+            self.batch_wait.observe(w)
 
     def set_bundle(self, version: str) -> None:
         self.bundle.clear()
