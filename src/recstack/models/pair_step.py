@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from recstack.distributed.env import is_distributed
+from recstack.models.sequential.graph_step import GraphPlan
 from recstack.training.trainer import TrainConfig, build_optimizer
 
 if TYPE_CHECKING:
@@ -43,18 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class StepPlan:
-    """Which training step an MF-family model uses, and why."""
-
-    used: bool
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def plan(model: MF, device: torch.device) -> StepPlan:
+def plan(model: MF, device: torch.device) -> GraphPlan:
     """Whether `model` trains with `GraphedPairStep`'s graphs under its ``cuda_graph`` setting.
 
     Raises:
@@ -62,7 +51,7 @@ def plan(model: MF, device: torch.device) -> StepPlan:
     """
     train = model.train_config
     if train.cuda_graph == "never":
-        return StepPlan(False, "cuda_graph=never")
+        return GraphPlan(False, "cuda_graph=never")
     why = []
     if device.type != "cuda":
         why.append(f"device {device} is not CUDA")
@@ -78,8 +67,8 @@ def plan(model: MF, device: torch.device) -> StepPlan:
         if train.cuda_graph == "always":
             raise ValueError(f"{model.name}: cuda_graph=always, but the graphed step does not apply: "
                              + "; ".join(why))
-        return StepPlan(False, "; ".join(why))
-    return StepPlan(True)
+        return GraphPlan(False, "; ".join(why))
+    return GraphPlan(True)
 
 
 class GraphedPairStep:
