@@ -209,12 +209,19 @@ def train(
     out: Annotated[str | None, typer.Option(help="directory for the model, result.json and config.json")] = None,
     refit: Annotated[bool | None, typer.Option("--refit/--no-refit", help="neural models on a split without validation part: retrain on all train data for the best epoch count  [default: refit]")] = None,
     trec_out: Annotated[str | None, typer.Option(help="directory for run.trec (the test users' top-100, or the largest k) and qrels.trec, raw ids, for trec_eval / ranx")] = None,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, help="data-parallel on N local processes: re-runs this command under torchrun's launcher (torch.distributed.run; gloo on CPU, one GPU each with NCCL); see docs/scaling.md")] = 1,
 ) -> None:
     """Train a model, evaluate it with the standard protocol; LAST stdout line is JSON.
 
     With --config FILE the file gives the experiment (model, data, params, ...); precedence:
     command-line flags > --set key=value (per hyper-parameter) > the file > built-in defaults.
     """
+    import os
+
+    if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # not yet a torchrun worker
+        from recstack.distributed.launch import relaunch, strip_option
+
+        raise typer.Exit(relaunch(nproc, strip_option(sys.argv[1:], "--nproc")))
     from recstack.configs import ConfigError
     from recstack.distributed import init_from_env, is_main
     from recstack.workflow.config import experiment_config, load_experiment

@@ -6,6 +6,7 @@
 - `evaluate_ranking_sharded`: exact full-ranking metrics with the users split over the ranks.
 - `RowShardedEmbedding` / `ShardedMF`: tables larger than one device, rows spread over ranks.
 - `spawn_local`: run a function on N local CPU processes (gloo), for tests and examples.
+- `relaunch`: re-run a command under torchrun's launcher on N local processes (`--nproc`).
 
 See docs/distributed.md.
 """
@@ -19,7 +20,7 @@ from recstack.distributed.env import (
     rank,
     world_size,
 )
-from recstack.distributed.launch import spawn_local
+from recstack.distributed.launch import relaunch, spawn_local
 from recstack.distributed.metrics import evaluate_ranking_sharded
 from recstack.distributed.sharded_embedding import RowShardedEmbedding
 from recstack.distributed.sharded_mf import ShardedMF
@@ -34,6 +35,7 @@ __all__ = [
     "is_distributed",
     "is_main",
     "rank",
+    "relaunch",
     "spawn_local",
     "world_size",
 ]

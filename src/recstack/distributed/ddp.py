@@ -57,6 +57,7 @@ class DataParallelLoss:
                  checkpointing: bool = False, find_unused: bool = True, bf16_grads: bool = False) -> None:
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.device = device
+        self._module = module
         wrapper = _LossModule(module, loss_fn)
         sharded = {f"module.{n}" for n in sharded_parameter_names(module)}
         if sharded and checkpointing:
@@ -113,6 +114,21 @@ class DataParallelLoss:
         gen = torch.Generator(device=self.device)
         gen.manual_seed(int(state) & ((1 << 63) - 1))
         return gen
+
+    def sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (e.g. BatchNorm running statistics).
+
+        DDP broadcasts rank 0's buffers at the start of each forward, but the last step of an
+        epoch leaves each rank's buffers updated by its own part of the batch; without this,
+        ranks would validate (and stop early) on different running statistics."""
+        buffers = [b for b in self._module.buffers() if b.numel()]
+        if not buffers or self.world == 1:
+            return
+        for b in buffers:
+            comm = b if b.device.type == "cuda" or dist.get_backend() != "nccl" else b.cuda()
+            dist.broadcast(comm, src=0)
+            if comm is not b:
+                b.copy_(comm)
 
     def average(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of `x` over ranks (a copy; `x` is left alone)."""

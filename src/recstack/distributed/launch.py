@@ -1,15 +1,18 @@
-"""Run a function on N local processes joined in a gloo process group (tests, CPU examples).
+"""Start local process groups without typing torchrun.
 
-Real jobs are launched with `torchrun`; this is the in-Python equivalent for one machine's CPUs,
-built on `torch.multiprocessing.start_processes`. The group is initialised from a fresh file
-(`file://` init), so no TCP port has to be found free on a shared machine.
+- `spawn_local`: run a function on N local processes joined in a gloo process group (tests,
+  CPU examples), built on `torch.multiprocessing.start_processes`. The group is initialised from
+  a fresh file (`file://` init), so no TCP port has to be found free on a shared machine.
+- `relaunch`: re-run the current command line under torchrun's own elastic launcher
+  (`torch.distributed.run`, standalone rendezvous on this host) with N processes: what
+  `recstack train --nproc N` does.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -42,3 +45,38 @@ def spawn_local(fn: Callable[..., Any], world_size: int = 2, args: tuple = (), t
         init_file = os.path.join(tmp, "init")  # must not exist yet: the group creates it
         mp.start_processes(_worker, args=(fn, world_size, init_file, threads, args),
                            nprocs=world_size, join=True, start_method=start_method)
+
+
+def strip_option(argv: Sequence[str], option: str) -> list[str]:
+    """`argv` without ``option VALUE`` / ``option=VALUE`` (e.g. ``--nproc 2``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == option:
+            skip = True
+        elif not a.startswith(f"{option}="):
+            out.append(a)
+    return out
+
+
+def relaunch(nproc: int, argv: Sequence[str], module: str = "recstack") -> int:
+    """Run ``python -m module *argv`` on `nproc` local processes under torchrun's elastic agent
+    (``torch.distributed.run``: standalone rendezvous on a free localhost port, RANK /
+    LOCAL_RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT set for each worker, OMP_NUM_THREADS=1
+    unless set). Returns the exit status: 0, or the first failed worker's.
+
+    The same as ``torchrun --standalone --nproc_per_node nproc -m module *argv``; multi-node
+    jobs use torchrun itself with a rendezvous endpoint (docs/scaling.md).
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    args = get_args_parser().parse_args(
+        ["--standalone", f"--nproc_per_node={int(nproc)}", "--module", module, *argv])
+    try:
+        run(args)
+    except ChildFailedError as e:
+        codes = [f.exitcode for f in e.failures.values() if f.exitcode]
+        return codes[0] if codes else 1
+    return 0

@@ -296,6 +296,7 @@ class Trainer:
                                     use_amp, prog, f"epoch {epoch + 1}/{cfg.epochs}", ddp, train_step)
             if ddp is not None:
                 total = ddp.average(total)
+                ddp.sync_buffers()  # one set of BatchNorm statistics for validation and checkpoints
             train_loss = float(total) / n_batches
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
