@@ -531,6 +531,9 @@ def serve_cmd(
     bundle_root: Annotated[list[Path] | None, typer.Option(help="directory POST /admin/reload may load bundles from (repeatable; default: the served bundle's parent directory)")] = None,
     max_body_bytes: Annotated[int, typer.Option(min=1, help="largest request body accepted (larger: 413)")] = 1 << 20,
     deadline_ms: Annotated[float, typer.Option(min=0, help="latency budget of a /recommend request from its arrival, queueing included: past it the pipeline skips its costliest stages or sheds with a 503 (0 = no deadline)")] = 200.0,
+    max_batch: Annotated[int, typer.Option(min=1, help="dynamic micro-batching: at most this many concurrent /recommend requests share one pipeline call (1 = no batching)")] = 32,
+    batch_wait_ms: Annotated[float, typer.Option(min=0, help="how long a batch is held open for more requests (0: it takes what has queued)")] = 0.0,
+    plan_fraction: Annotated[float, typer.Option(min=0.05, max=1.0, help="the pipeline plans to be done by this fraction of the deadline (the rest is headroom)")] = 0.5,
 ) -> None:
     """Serve a bundle, or an A/B experiment over several bundles, over HTTP (FastAPI + uvicorn)
     until SIGINT / SIGTERM (graceful)."""
@@ -556,7 +559,8 @@ def serve_cmd(
     serve(bundle, host, port, ServiceSettings(admin_token=admin_token, verify_bundle=verify, event_log=event_log,
                                                     bundle_roots=tuple(bundle_root) if bundle_root else None,
                                                     max_body_bytes=max_body_bytes,
-                                                    deadline_ms=deadline_ms or None),
+                                                    deadline_ms=deadline_ms or None, max_batch=max_batch,
+                                                    batch_wait_ms=batch_wait_ms, plan_fraction=plan_fraction),
           threads=threads, log_level=log_level, experiment=exp)
 
 

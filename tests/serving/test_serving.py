@@ -461,3 +461,16 @@ def test_loadtest_pool_reads_every_answer_form_and_drops_closed_connections():
     statuses = asyncio.run(main())
     assert statuses == [200, 201, 503, 200, 201, 503]
     assert served == [b'{"a": 1}'] * 6
+
+
+def test_serve_cli_passes_the_batching_settings(bundles, monkeypatch):
+    import recstack.serving.server as server
+
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda bundle, host, port, settings, **kw: seen.update(s=settings))
+    res = CliRunner().invoke(cli_app, ["serve", str(bundles["v1"]), "--max-batch", "8", "--batch-wait-ms", "2",
+                                       "--plan-fraction", "0.8", "--deadline-ms", "150"])
+    assert res.exit_code == 0, res.output
+    s = seen["s"]
+    assert (s.max_batch, s.batch_wait_ms, s.plan_fraction, s.deadline_ms) == (8, 2.0, 0.8, 150.0)
+    assert CliRunner().invoke(cli_app, ["serve", str(bundles["v1"]), "--max-batch", "0"]).exit_code == 2
