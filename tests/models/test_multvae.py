@@ -11,28 +11,16 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from model_data import own_group_share, planted, random_data
 
 from recstack.data import from_raw
+from recstack.models import Recommender
 from recstack.models.multvae import MultVAE, MultVAEModule, dense_rows
 
 QUIET = {"device": "cpu", "progress": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def random_data(n_users: int = 30, n_items: int = 20, density: float = 0.25, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    m = rng.random((n_users, n_items)) < density
-    m[np.arange(n_users), rng.integers(0, n_items, n_users)] = True
-    m[rng.integers(0, n_users, n_items), np.arange(n_items)] = True
-    u, i = np.nonzero(m)
-    return from_raw(u, i, timestamp=np.arange(len(u))), m.astype(np.float32)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_defaults_are_the_papers_architecture_and_training():
@@ -245,3 +233,88 @@ def test_short_fit_beats_random_recall_on_generated_clusters():
     recs, _ = model.recommend(np.arange(n_users), k=10)
     recall = float(np.mean([held[v] in recs[v] for v in range(n_users)]))
     assert recall >= 0.4 > 10 / n_items * 2
+
+
+# ---- the earlier checks: shapes, loss, schedule, learning, save/load -----------------------------
+
+
+def test_dense_rows_matches_scipy():
+    _, x = random_data()
+    csr = sp.csr_matrix(x)
+    rows = torch.tensor([5, 0, 5, 29, 3])
+    got = dense_rows(torch.as_tensor(csr.indptr).long(), torch.as_tensor(csr.indices).long(), rows, x.shape[1])
+    np.testing.assert_array_equal(got.numpy(), x[rows.numpy()])
+
+
+def test_multvae_shapes_and_loss_by_hand():
+    data, x = random_data(n_users=8, n_items=6, density=0.4)
+    model = MultVAE(hidden=4, latent=2, anneal_step=1e-3, epochs=0, **QUIET).fit(data)
+    m = model.module_.eval()  # no dropout, z = mu: the loss is deterministic
+    m.steps.fill_(100)  # beta = 0.1
+    users = torch.tensor([6, 1, 3])
+    logits, mu, logvar = m(dense_rows(model.indptr_, model.indices_, users, data.n_items))
+    assert logits.shape == (3, 6) and mu.shape == logvar.shape == (3, 2)
+    loss = model._loss({"user": users}, torch.Generator()).item()
+
+    w = {k: v.double().numpy() for k, v in m.state_dict().items() if k != "steps"}
+    xb = x[users.numpy()].astype(np.float64)
+    h = xb / np.linalg.norm(xb, axis=1, keepdims=True)
+    h = np.tanh(h @ w["encoder.0.weight"].T + w["encoder.0.bias"]) @ w["encoder.2.weight"].T + w["encoder.2.bias"]
+    mu_, lv = h[:, :2], h[:, 2:]
+    out = np.tanh(mu_ @ w["decoder.0.weight"].T + w["decoder.0.bias"]) @ w["decoder.2.weight"].T + w["decoder.2.bias"]
+    log_softmax = out - np.log(np.exp(out).sum(1, keepdims=True))
+    nll = -(log_softmax * xb).sum(1)
+    kl = 0.5 * (np.exp(lv) + mu_**2 - 1 - lv).sum(1)
+    assert loss == pytest.approx(float(np.mean(nll + 0.1 * kl)), rel=1e-5)
+    assert int(m.steps) == 100  # evaluating the loss is not a training step
+    # scoring = decoder logits from the training row at z = mu
+    np.testing.assert_allclose(model.score_all(users).numpy(), out, rtol=1e-4, atol=1e-5)
+
+
+def test_multvae_kl_annealing_schedule():
+    data, _ = random_data()
+    model = MultVAE(hidden=8, latent=4, anneal_step=0.05, anneal_cap=0.2, epochs=0, **QUIET).fit(data)
+    model.module_.train()
+    users = torch.arange(10)
+    betas = []
+    for _ in range(7):
+        betas.append(float(model.beta()))
+        model._loss({"user": users}, torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(betas, [0.0, 0.05, 0.1, 0.15, 0.2, 0.2, 0.2], atol=1e-7)
+    # through the trainer: one step per batch of users (30 users, 12 per batch -> 3 a epoch)
+    model = MultVAE(hidden=8, latent=4, anneal_step=0.01, batch_size=12, epochs=4, **QUIET).fit(data)
+    assert int(model.module_.steps) == 12
+    assert float(model.beta()) == pytest.approx(0.12)
+
+
+def test_multvae_learns_planted_groups():
+    data, group, n_half = planted()
+    model = MultVAE(hidden=32, latent=8, lr=1e-2, batch_size=8, epochs=40, anneal_step=1e-3,
+                    **QUIET).fit(data)
+    assert own_group_share(model, group, n_half) >= 0.9
+
+
+def test_multvae_save_load_roundtrip(tmp_path):
+    data, _ = random_data(seed=3)
+    model = MultVAE(hidden=16, latent=4, batch_size=10, epochs=3, **QUIET).fit(data)
+    before = model.recommend(np.arange(data.n_users), k=6)
+    model.save(tmp_path / "m")
+    loaded = Recommender.load(tmp_path / "m", device="cpu")
+    assert type(loaded) is MultVAE and int(loaded.module_.steps) == int(model.module_.steps)
+    after = loaded.recommend(np.arange(data.n_users), k=6)
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+
+
+def test_multvae_scores_from_the_training_row_only():
+    rng = np.random.default_rng(4)
+    x = rng.random((12, 10)) < 0.4
+    x[:, 0] = True
+    x[1] = x[0]  # users 0 and 1: the same training row
+    u, i = np.nonzero(x)
+    data = from_raw(u, i, timestamp=np.arange(len(u)))
+    model = MultVAE(hidden=16, latent=4, epochs=2, batch_size=5, **QUIET).fit(data)
+    s = model.score_all(torch.tensor([0, 1, 2]))
+    torch.testing.assert_close(s[0], s[1])  # nothing user-specific besides the row
+    assert not torch.allclose(s[0], s[2])
+    assert torch.equal(model.score_all(torch.tensor([0, 1, 2])), s)  # deterministic: no dropout, z = mu
