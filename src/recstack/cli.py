@@ -62,7 +62,7 @@ def _root(ctx: typer.Context,
     _setup_output(ctx, -1 if quiet else verbose)
 
 SPEC_HELP = ("data spec FORMAT:PATH, e.g. embedded, movielens:DIR, atomic:DIR, lightgcn:DIR, "
-             "s3rec:FILE, sasrec:FILE, csv:FILE, parquet:FILE")
+             "s3rec:FILE, sasrec:FILE, csv:FILE, parquet:FILE, split:DIR (a prepared split)")
 
 
 def parse_sets(pairs: list[str] | None) -> dict[str, Any]:
@@ -160,7 +160,9 @@ def data_prepare(
             summary = prepare_spec(spec, out, split, kcore, log=_log.info)
         except (DataError, ValueError, OSError) as e:
             _fail(e)
-        _emit(summary)
+        from recstack.workflow.output import add_peak_rss
+
+        _emit(add_peak_rss(summary))
         return
     from recstack.data.readers import load
     from recstack.data.transforms import deduplicate, save_split, to_implicit
@@ -190,7 +192,9 @@ def data_prepare(
         "valid": len(sp.valid) if sp.valid is not None else 0, "test": len(sp.test),
         "users": data.n_users, "items": data.n_items,
     }
-    _emit(summary)
+    from recstack.workflow.output import add_peak_rss
+
+    _emit(add_peak_rss(summary))
 
 
 @app.command()

@@ -6,7 +6,7 @@ the interactions in memory: only per-user and per-item tables (counts, last rows
 materialised. The input is parsed once into a compact Parquet stage file (ids, timestamp, row
 number); every later pass scans that file. Bad input is rejected as the in-memory readers reject
 it (a `DataError` naming the file, the line, or data row for Parquet, and the field): a missing
-or unconvertible id or timestamp, rows that do not line up with lines (quoted line breaks),
+or unconvertible id, timestamp or rating, rows that do not line up with lines (quoted line breaks),
 broken gzip data. Timestamps are compared as numbers (text columns are converted). Then:
 
 1. k-core: group-by counts of users and items over the rows still alive, repeated until no
@@ -16,11 +16,15 @@ broken gzip data. Timestamps are compared as numbers (text columns are converted
 3. leave-one-out by time (ties: the later row is the later interaction): per-user max
    timestamp, then the max row among the rows at that time; again without the test rows for
    valid; users with 1 interaction stay in train, with 2 get no valid item;
-4. the parts are written in one pass, with the raw ids plus their vocabulary indices.
+4. the parts are written in one pass, with the raw ids plus their vocabulary indices, the
+   timestamp, an optional rating (`rating_col`: the label a CTR task needs) and `row`, the
+   input's data row.
 
-The output directory is a recstack split (`load_split` reads it when it fits in memory) with the
-same parts a single-process `kcore` + `split_leave_one_out` gives. Row order inside a part
-follows the streaming engine (not guaranteed to be the file's order).
+The output directory is a recstack split (`load_split` reads it when it fits in memory, and
+`recstack train --data split:DIR` trains on it) with the same parts a single-process `kcore` +
+`split_leave_one_out` gives. Row order inside a part file follows the streaming engine;
+`load_split` sorts each part by `row`, so the parts it returns are in the file's order (ties in
+time keep that order in a user's sequence, as in memory).
 """
 
 from __future__ import annotations
@@ -70,20 +74,22 @@ def _unreadable(path: Path, exc: Exception) -> DataError:
 
 def scan_interactions(path: str | Path, user_col: str = "user", item_col: str = "item",
                       time_col: str | None = "timestamp", sep: str = ",",
-                      has_header: bool = True, strings: bool = False) -> pl.LazyFrame:
-    """A lazy frame `user_id, item_id[, timestamp], row` over a CSV/TSV or Parquet file.
+                      has_header: bool = True, strings: bool = False,
+                      rating_col: str | None = None) -> pl.LazyFrame:
+    """A lazy frame `user_id, item_id[, timestamp][, rating], row` over a CSV/TSV or Parquet file.
 
     `row` is the 0-based number among data rows (the tie-breaker of recstack's splits).
     Integer ids become Int64, anything else String (stripped in CSV); timestamps become Int64 (Float64
     when some are not integers, Datetime/Date stay). A missing id or timestamp (empty field,
     blank line) or one that does not convert is null here: `_check_stage` reports it.
     `strings`: read the CSV columns as text (when the inferred types fail further down).
+    `rating_col`: a rating / label column, kept as Float64 (what a CTR task labels from).
 
     Raises:
         DataError: a missing column, or one whose type cannot hold ids / timestamps.
     """
     path = Path(path)
-    roles = {"user": user_col, "item": item_col, "timestamp": time_col}
+    roles = {"user": user_col, "item": item_col, "timestamp": time_col, "rating": rating_col}
     roles = {r: c for r, c in roles.items() if c is not None}
     try:
         lf = _lazy_source(path, sep, has_header, list(roles.values()) if strings else None)
@@ -129,6 +135,16 @@ def scan_interactions(path: str | Path, user_col: str = "user", item_col: str = 
             raise DataError(f"column type {dt} cannot hold timestamps (expected numbers)",
                             path=str(path), field=time_col)
         cols.append(ts.alias("timestamp"))
+    if rating_col is not None:
+        dt = schema[rating_col]
+        if dt.is_numeric():
+            r = pl.col(rating_col).cast(pl.Float64)
+        elif dt == pl.String:
+            r = text(rating_col).cast(pl.Float64, strict=False)
+        else:
+            raise DataError(f"column type {dt} cannot hold ratings (expected numbers)",
+                            path=str(path), field=rating_col)
+        cols.append(r.alias("rating"))
     return lf.with_row_index("row").select([*cols, pl.col("row").cast(pl.Int64)])
 
 
@@ -144,11 +160,14 @@ def _check_stage(stage: pl.LazyFrame, src: Path, roles: dict[str, str], sep: str
     from recstack.data.readers._common import _text_lines
 
     names = {"user_id": roles["user"], "item_id": roles["item"]}
-    if "timestamp" in roles:
-        names["timestamp"] = roles["timestamp"]
+    for role in ("timestamp", "rating"):
+        if role in roles:
+            names[role] = roles[role]
     bad = {c: pl.col(c).is_null() for c in names}
-    if "timestamp" in names and stage.collect_schema()["timestamp"].is_float():
-        bad["timestamp"] = bad["timestamp"] | ~pl.col("timestamp").is_finite()
+    schema = stage.collect_schema()
+    for c in ("timestamp", "rating"):
+        if c in names and schema[c].is_float():
+            bad[c] = bad[c] | ~pl.col(c).is_finite()
     blank = pl.all_horizontal([pl.col(c).is_null() for c in names])
     found = stage.select(pl.len().alias("_n"), pl.col("row").filter(~blank).max().alias("_last"),
                          *[pl.col("row").filter(e).min().alias(c) for c, e in bad.items()]
@@ -183,7 +202,7 @@ def _check_stage(stage: pl.LazyFrame, src: Path, roles: dict[str, str], sep: str
         msg = "missing or invalid value"
     elif raw is None or not raw.strip():
         msg = "missing value (empty field)"
-    elif col == "timestamp":
+    elif col in ("timestamp", "rating"):
         msg = f"expected a finite number, got {raw!r}"
     else:
         msg = f"id {raw!r} does not fit in a signed 64-bit integer; use text ids"
@@ -247,6 +266,7 @@ def prepare_streaming(
     user_col: str = "user",
     item_col: str = "item",
     time_col: str | None = "timestamp",
+    rating_col: str | None = None,
     sep: str = ",",
     has_header: bool = True,
     kcore: int = 0,
@@ -262,11 +282,14 @@ def prepare_streaming(
     Args:
         src: CSV/TSV (`sep`, `has_header`) or `.parquet` file with one interaction per row.
         out_dir: output directory: `train/valid/test.parquet` (`user_id`, `item_id`,
-            `timestamp`, plus `user`/`item` vocabulary indices), `user_vocab.parquet`,
+            `timestamp`, `rating` with `rating_col`, `row`: the input's data row, which
+            `load_split` restores the file order by, plus `user`/`item` vocabulary indices),
+            `user_vocab.parquet`,
             `item_vocab.parquet`, `split.json` (readable by `load_split`).
         user_col: column name of the user ids.
         item_col: column name of the item ids.
         time_col: column name of the timestamps; `time_col=None` splits by row order.
+        rating_col: column name of a rating / label to keep (a CTR task needs one); None: none.
         kcore: minimum interactions per user (and per item unless `item_kcore`); 0 = no filter.
         valid: hold out a valid item per user (users with >= 3 interactions).
         max_rounds: k-core rounds before giving up (with a warning), as in `kcore`.
@@ -288,14 +311,15 @@ def prepare_streaming(
 
     t0 = time.perf_counter()
     src = Path(src)
-    roles = {"user": user_col, "item": item_col, **({"timestamp": time_col} if time_col else {})}
+    roles = {"user": user_col, "item": item_col, **({"timestamp": time_col} if time_col else {}),
+             **({"rating": rating_col} if rating_col else {})}
     # one file per attempt: a failed sink may still create its file after raising
     attempts = [out / "_stage.typed.parquet", out / "_stage.text.parquet"]
     try:
         for strings, part in zip((False, True), attempts, strict=True):
             try:  # typed read; text when a value defies the inferred type
-                scan_interactions(src, user_col, item_col, time_col, sep, has_header, strings
-                                  ).sink_parquet(part, compression="lz4", **_STREAM)
+                scan_interactions(src, user_col, item_col, time_col, sep, has_header, strings,
+                                  rating_col).sink_parquet(part, compression="lz4", **_STREAM)
                 part.replace(stage_path)
                 break
             except (pl.exceptions.PolarsError, OSError) as e:
@@ -355,7 +379,8 @@ def prepare_streaming(
     t0 = time.perf_counter()
     fold = (pl.when(pl.col("row") == pl.col("_test")).then(pl.lit("test"))
             .when(pl.col("row") == pl.col("_valid")).then(pl.lit("valid")).otherwise(pl.lit("train")))
-    keep = ["user_id", "item_id", *(["timestamp"] if has_time else []), "user", "item"]
+    keep = ["user_id", "item_id", *(["timestamp"] if has_time else []),
+            *(["rating"] if rating_col else []), "row", "user", "item"]
     tagged = (rows.join(marks.lazy(), on="user_id", how="left")
               .join(uvoc.lazy().with_columns(pl.col("user").cast(pl.Int64)), on="user_id")
               .join(ivoc.lazy().with_columns(pl.col("item").cast(pl.Int64)), on="item_id")
@@ -392,7 +417,7 @@ def prepare_streaming(
 
 def prepare_spec(spec: str, out_dir: str | Path, split: str = "loo", kcore: int = 0,
                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """`prepare_streaming` for a `csv:PATH[?user=..&item=..&timestamp=..&sep=..&header=..]` or
+    """`prepare_streaming` for a `csv:PATH[?user=..&item=..&timestamp=..&rating=..&sep=..&header=..]` or
     `parquet:PATH[?...]` spec (what `recstack data prepare --streaming` takes).
 
     Raises:
@@ -405,12 +430,12 @@ def prepare_spec(spec: str, out_dir: str | Path, split: str = "loo", kcore: int 
         raise ValueError(f"--streaming reads csv:PATH or parquet:PATH specs, got '{spec}'")
     if split != "loo":
         raise ValueError(f"--streaming supports the loo split only, got '{split}'")
-    unknown = set(opts) - {"user", "item", "timestamp", "sep", "header"}
+    unknown = set(opts) - {"user", "item", "timestamp", "rating", "sep", "header"}
     if unknown:
         raise ValueError(f"--streaming: unsupported spec option(s) {sorted(unknown)}")
     ts = opts.get("timestamp", "timestamp")
     return prepare_streaming(
         path, out_dir, user_col=opts.get("user", "user"), item_col=opts.get("item", "item"),
-        time_col=None if ts.lower() == "none" else ts, sep=opts.get("sep", "\t" if path.endswith(".tsv") else ","),
+        time_col=None if ts.lower() == "none" else ts, rating_col=opts.get("rating") or None, sep=opts.get("sep", "\t" if path.endswith(".tsv") else ","),
         has_header=opts.get("header", "true").lower() in ("1", "true", "yes"), kcore=kcore,
         name=Path(path).stem, log=log)

@@ -43,6 +43,7 @@ __all__ = [
     "build_sequences",
     "save_split",
     "load_split",
+    "read_split",
 ]
 
 _I64_MAX = 2**63 - 1
@@ -811,6 +812,10 @@ def save_split(split: Split, out_dir: str | Path) -> Path:
 def load_split(src_dir: str | Path) -> Split:
     """Read a split written by `save_split`, with the same indices, dtypes, info and logs.
 
+    Also reads the directory `recstack data prepare --streaming` writes: its part files carry
+    `row` (the input's data row) and each part is sorted by it, so rows come in the file's
+    order whatever order the streaming engine wrote them in.
+
     Raises:
         DataError: not a split directory, or a part holds ids missing from the vocabularies.
     """
@@ -831,6 +836,8 @@ def load_split(src_dir: str | Path) -> Split:
     def read(name: str) -> Interactions:
         path = src / f"{name}.parquet"
         df = pl.read_parquet(path)
+        if "row" in df.columns:  # a streaming split: back to the input file's order
+            df = df.sort("row")
         enc = {}
         for col, voc in (("user", uvdf["user_id"]), ("item", ivdf["item_id"])):
             enc[col] = _encode_ids(voc, df[f"{col}_id"])
@@ -847,3 +854,28 @@ def load_split(src_dir: str | Path) -> Split:
     parts = {name: read(name) for name in meta["parts"]}
     return Split(train=parts["train"], valid=parts.get("valid"), test=parts["test"],
                  protocol=meta["protocol"], info=meta["info"])
+
+
+def read_split(path: str | Path) -> Interactions:
+    """A split directory (`save_split`, `recstack data prepare [--streaming]`) as one log: the
+    train, then valid, then test rows, with a `fold` column (TRAIN / VALID / TEST) that
+    `split(data, "given")` turns back into the same parts, and format ``split``, whose standard
+    protocol is ``given-files`` (the split used as is). What the ``split:DIR`` spec reads, so
+    `recstack train --data split:DIR` trains every model family on a prepared split.
+
+    Raises:
+        DataError: as `load_split`.
+    """
+    sp = load_split(path)
+    parts = sp.parts()
+    cols = [p.columns() for p in parts.values()]
+    keys = [k for k in cols[0] if k != "fold" and all(k in c for c in cols)]
+    codes = {"train": TRAIN, "valid": VALID, "test": TEST}
+    merged = {k: np.concatenate([c[k] for c in cols]) for k in keys}
+    fold = np.concatenate([np.full(len(p), codes[n], np.int8) for n, p in parts.items()])
+    sizes = " / ".join(f"{n} {_n(len(p))}" for n, p in parts.items())
+    line = (f"read split directory {Path(path).name} (protocol {sp.protocol}, format "
+            f"{sp.train.fmt}): {sizes} interactions, kept as given (fold column)")
+    train = sp.train
+    del sp, parts, cols
+    return replace(train, **merged, fold=fold, fmt="split", log=[*train.log, line])

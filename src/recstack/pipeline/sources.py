@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from recstack.index.base import VectorIndex
 from recstack.models.capabilities import EncodesSequences
 from recstack.pipeline.embedding import QueryEncoder
+from recstack.pipeline.fast_sequence import FastSASRec
 from recstack.pipeline.matrices import aggregate_rows, aggregate_rows_batch, top_n
 from recstack.pipeline.request import Request
 
@@ -146,6 +147,14 @@ class SequenceModelSource:
             raise ValueError(f"source '{name}': model '{getattr(model, 'name', model)}' does not encode "
                              "sequences (EncodesSequences); use a sequential model or a `matrix`")
         self.name, self.model, self.n, self.last_n = name, model, n, last_n
+        # SASRec: the same forward on weights prepared once for this bundle (`FastSASRec`),
+        # ~5x cheaper per request; other models: their own `recommend_sequence_indices`
+        self.fast = FastSASRec.try_build(model)
+
+    def _recommend(self, hists: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.fast is not None:
+            return self.fast.recommend(hists, k)
+        return self.model.recommend_sequence_indices(hists, k=k)
 
     def candidates(self, req: Request) -> tuple[np.ndarray, np.ndarray]:
         hist = req.history[-self.last_n :]
@@ -153,7 +162,7 @@ class SequenceModelSource:
             return _EMPTY
         n = req.pool(self.n)
         k = min(self.model.n_items_, n + min(req.exclude.size, n))
-        items, scores = self.model.recommend_sequence_indices([hist], k=k)
+        items, scores = self._recommend([hist], k)
         items, scores = items[0].astype(np.int64), scores[0].astype(np.float32)
         keep = req.eligible(items) & np.isfinite(scores)
         return items[keep][:n], scores[keep][:n]
@@ -170,7 +179,7 @@ class SequenceModelSource:
             return out
         ns = [reqs[j].pool(self.n) for j in live]
         ks = [min(self.model.n_items_, n + min(reqs[j].exclude.size, n)) for j, n in zip(live, ns, strict=True)]
-        items, scores = self.model.recommend_sequence_indices([hists[j] for j in live], k=max(ks))
+        items, scores = self._recommend([hists[j] for j in live], max(ks))
         items, scores = items.astype(np.int64), scores.astype(np.float32)
         for r, (j, n, k) in enumerate(zip(live, ns, ks, strict=True)):
             it, sc = items[r, :k], scores[r, :k]

@@ -28,7 +28,7 @@ from recstack.models.registry import create_model
 from recstack.progress import step
 from recstack.training.trainer import steady_samples_per_s
 from recstack.workflow.config import TASK_OPTIONS, CTRTaskOptions
-from recstack.workflow.output import check_writable_dir, normal_modes, strict_json
+from recstack.workflow.output import add_peak_rss, check_writable_dir, normal_modes, strict_json
 
 
 def criteo_features(min_freq: int = 10, hash_buckets: int = 0) -> list[FeatureSpec]:
@@ -102,9 +102,15 @@ def load_task(data: str, options: dict[str, Any]) -> tuple[CTRTask, str]:
         task = criteo_task(data.split(":", 1)[1], min_freq=10 if o.min_freq is None else o.min_freq,
                            hash_buckets=o.hash_buckets, max_rows=o.max_rows)
         return task, "criteo: file order 80/10/10 train/valid/test, early stopping on valid AUC"
-    from recstack.data.readers import load
+    from recstack.data.errors import DataError
+    from recstack.data.readers import load, parse_spec
 
-    task = interactions_ctr_task(load(data), threshold=o.label_threshold, history_len=o.history_len,
+    log = load(data)
+    if parse_spec(data)[0] == "split" and (log.rating is None or log.timestamp is None):
+        raise DataError(f"{data}: a CTR task labels rating >= label_threshold by time, and this "
+                        "split directory has no rating or timestamp column; prepare it with one, "
+                        "e.g. recstack data prepare --streaming 'csv:FILE?rating=COLUMN' --out DIR")
+    task = interactions_ctr_task(log, threshold=o.label_threshold, history_len=o.history_len,
                                  min_freq=2 if o.min_freq is None else o.min_freq)
     return task, (f"CTR: label rating >= {o.label_threshold:g}, temporal split 80/10/10 (global time), "
                   "history strictly before each event, early stopping on valid AUC")
@@ -147,6 +153,7 @@ def run_ctr_experiment(cfg: Any) -> dict[str, Any]:
         "fast_path": ranker.fast_path_.to_dict(),
         "rows": {k: task.info.get(k) for k in ("train", "valid", "test")},
     }
+    add_peak_rss(out)
     if cfg.out:
         d = Path(cfg.out)
         d.mkdir(parents=True, exist_ok=True)

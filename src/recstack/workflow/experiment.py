@@ -24,7 +24,7 @@ from recstack.models.registry import create_model
 from recstack.progress import step
 from recstack.training.trainer import steady_samples_per_s
 from recstack.workflow.config import ExperimentConfig
-from recstack.workflow.output import check_writable_dir, normal_modes, strict_json
+from recstack.workflow.output import add_peak_rss, check_writable_dir, normal_modes, strict_json
 
 
 def standard_protocol(data: Interactions, split_override: str | None = None) -> Protocol:
@@ -208,6 +208,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict[str, Any]:
 
         with step(f"writing the TREC run and qrels to {cfg.trec_out}"):
             out["trec"] = export_trec(cfg.trec_out, result, sp.test, run_name=cfg.model, depth=depth)
+    add_peak_rss(out)  # merged into a model's own "memory" facts (EASE's), never replacing them
     if cfg.out:
         d = Path(cfg.out)
         d.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,34 @@ from typing import Any
 
 from recstack.training.checkpoint import default_file_mode
 
-__all__ = ["check_writable_dir", "finite", "normal_modes", "strict_json"]
+__all__ = ["add_peak_rss", "check_writable_dir", "finite", "normal_modes", "peak_rss_gib", "strict_json"]
+
+
+def peak_rss_gib() -> float | None:
+    """This process's peak resident set size so far in GiB (`getrusage`'s ``ru_maxrss``: KiB on
+    Linux, bytes on macOS); None where the platform has no `resource` module (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**30 if sys.platform == "darwin" else 2**20), 3)
+
+
+def add_peak_rss(result: dict[str, Any]) -> dict[str, Any]:
+    """Put the process's peak RSS in `result["memory"]["peak_rss_gib"]` (in place; returned).
+
+    A "memory" object already there (EASE's fit facts) is kept: its other keys stay, and its own
+    `peak_rss_gib` (the peak when the fit ended) moves to `fit_peak_rss_gib`.
+    """
+    mem = dict(result.get("memory") or {})
+    if "peak_rss_gib" in mem:
+        mem.setdefault("fit_peak_rss_gib", mem["peak_rss_gib"])
+    mem["peak_rss_gib"] = peak_rss_gib()
+    result["memory"] = mem
+    return result
 
 
 def finite(obj: Any, path: str = "") -> tuple[Any, list[str]]:

@@ -65,4 +65,5 @@ def test_every_format_has_its_reader_module():
         "sasrec": "recstack.data.readers.sasrec",
         "csv": "recstack.data.readers.delimited",
         "parquet": "recstack.data.readers.delimited",
+        "split": "recstack.data.readers",  # a prepared split directory (transforms.read_split)
     }

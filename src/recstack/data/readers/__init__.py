@@ -13,6 +13,7 @@ and returns an :class:`~recstack.data.dataset.Interactions`. Formats:
 | sasrec | ``user item`` per line, in time order per user |
 | csv | delimited file with a header; column mapping options |
 | parquet | parquet file; column mapping options |
+| split | a split directory written by ``recstack data prepare`` (``--streaming`` too): its parts with a fold column, used as given |
 
 Every reader parses with polars (vectorised). Bad input is never dropped silently: a
 :class:`DataError` names the file, the 1-based line (counting the header line) and the field.
@@ -52,6 +53,7 @@ __all__ = [
     "read_sasrec",
     "read_csv",
     "read_parquet",
+    "read_split",
 ]
 
 
@@ -115,6 +117,15 @@ def load(spec: str, **options) -> Interactions:
     return reader(**merged)
 
 
+def read_split(path: str) -> Interactions:
+    """A split directory written by `recstack data prepare` (also with ``--streaming``) or
+    `save_split`: every part's rows with a fold column, so the split is used as given
+    (protocol ``given-files``); see :func:`recstack.data.transforms.read_split`."""
+    from recstack.data.transforms import read_split as read
+
+    return read(path)
+
+
 def _parse_bool(key: str, value: str) -> bool:
     v = value.strip().lower()
     if v in ("1", "true", "yes", "y", "on"):
@@ -136,4 +147,5 @@ FORMATS: dict[str, Callable[..., Interactions]] = {
     "sasrec": read_sasrec,
     "csv": read_csv,
     "parquet": read_parquet,
+    "split": read_split,
 }
