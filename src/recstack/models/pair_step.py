@@ -33,8 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from recstack.distributed.env import is_distributed
-from recstack.models.sequential.graph_step import GraphPlan
+from recstack.models.sequential.graph_step import GraphPlan, decide, step_obstacles
 from recstack.training.trainer import TrainConfig, build_optimizer
 
 if TYPE_CHECKING:
@@ -52,23 +51,10 @@ def plan(model: MF, device: torch.device) -> GraphPlan:
     train = model.train_config
     if train.cuda_graph == "never":
         return GraphPlan(False, "cuda_graph=never")
-    why = []
-    if device.type != "cuda":
-        why.append(f"device {device} is not CUDA")
+    why = step_obstacles(train, device)
     if model.shared_negatives:
         why.append("shared_negatives (the graphed step draws negatives per example)")
-    if train.optimizer.lower() not in ("adam", "adamw"):
-        why.append(f"optimizer={train.optimizer} (Adam or AdamW only)")
-    if train.grad_clip > 0:
-        why.append("grad_clip > 0")
-    if is_distributed():
-        why.append("torch.distributed (DDP runs the plain step)")
-    if why:
-        if train.cuda_graph == "always":
-            raise ValueError(f"{model.name}: cuda_graph=always, but the graphed step does not apply: "
-                             + "; ".join(why))
-        return GraphPlan(False, "; ".join(why))
-    return GraphPlan(True)
+    return decide(model.name, train.cuda_graph, why)
 
 
 class GraphedPairStep:

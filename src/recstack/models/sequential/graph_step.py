@@ -55,6 +55,34 @@ class GraphPlan:
         return "training step: one CUDA graph" if self.used else f"training step: plain ({self.reason})"
 
 
+def step_obstacles(train: TrainConfig, device: torch.device) -> list[str]:
+    """Why no captured step (of any model) can train under `train` on `device`: the reasons
+    every graphed step shares (a model's `plan` adds its own)."""
+    why = []
+    if device.type != "cuda":
+        why.append(f"device {device} is not CUDA")
+    if train.optimizer.lower() not in ("adam", "adamw"):
+        why.append(f"optimizer={train.optimizer} (Adam or AdamW only)")
+    if train.grad_clip > 0:
+        why.append("grad_clip > 0")
+    if is_distributed():
+        why.append("torch.distributed (DDP runs the plain step)")
+    return why
+
+
+def decide(name: str, mode: str, why: list[str]) -> GraphPlan:
+    """The plan for the reasons `why` (none: the graph is used) under ``cuda_graph=mode``.
+
+    Raises:
+        ValueError: ``cuda_graph="always"`` and there is a reason (one line).
+    """
+    if not why:
+        return GraphPlan(True)
+    if mode == "always":
+        raise ValueError(f"{name}: cuda_graph=always, but the graphed step does not apply: " + "; ".join(why))
+    return GraphPlan(False, "; ".join(why))
+
+
 def plan(model: SequentialRecommender, n_items: int, width: int, device: torch.device) -> GraphPlan:
     """Whether `model` trains with `GraphedSequenceStep` under its ``cuda_graph`` setting.
 
@@ -62,34 +90,20 @@ def plan(model: SequentialRecommender, n_items: int, width: int, device: torch.d
         ValueError: ``cuda_graph="always"`` and the step does not apply (one line, the reason).
     """
     train = model.train_config
-    mode = train.cuda_graph
-    if mode == "never":
+    if train.cuda_graph == "never":
         return GraphPlan(False, "cuda_graph=never")
-    why = []
-    if device.type != "cuda":
-        why.append(f"device {device} is not CUDA")
+    why = step_obstacles(train, device)
     if model.loss != "ce":
         why.append(f"loss={model.loss} (the graphed step computes the full cross-entropy)")
-    if train.optimizer.lower() not in ("adam", "adamw"):
-        why.append(f"optimizer={train.optimizer} (Adam or AdamW only)")
-    if train.grad_clip > 0:
-        why.append("grad_clip > 0")
     if train.plateau_factor < 1.0:
         why.append("a learning-rate schedule changes the lr, which a captured step would not see")
-    if is_distributed():
-        why.append("torch.distributed (DDP runs the plain step)")
     if not why:
         need = train.batch_size * width * n_items * (2 + 4 + 4)
         free, _ = torch.cuda.mem_get_info(device)
         if need > _LOGITS_MEMORY_SHARE * free:
             why.append(f"the all-position logits need {need / 2**30:.1f} GiB, more than "
                        f"{_LOGITS_MEMORY_SHARE:.0%} of the {free / 2**30:.1f} GiB free")
-    if why:
-        if mode == "always":
-            raise ValueError(f"{model.name}: cuda_graph=always, but the graphed step does not apply: "
-                             + "; ".join(why))
-        return GraphPlan(False, "; ".join(why))
-    return GraphPlan(True)
+    return decide(model.name, train.cuda_graph, why)
 
 
 class GraphedSequenceStep:
